@@ -1,0 +1,64 @@
+"""``mobilesam-ros``: one command, several subcommands.
+
+Each subcommand lives in ``mobilesam_ros/commands/<name>.py`` and exposes
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
+imported only when their subcommand runs (torch, onnx etc. load lazily), except
+for building the parser, which needs no heavy imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module under mobilesam_ros.commands
+COMMANDS = {
+    "segment": "segment",
+    "everything": "everything",
+    "export": "export",
+    "build-engine": "build_engine",
+    "bench": "bench",
+    "demo": "demo",
+    "download": "download",
+    "synthetic-checkpoint": "synthetic",
+}
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mobilesam-ros",
+        description="Segment Anything for robots: MobileSAM / TinySAM with PyTorch, ONNX Runtime or TensorRT.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"mobilesam_ros.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mobilesam_ros.commands.{module_name}":
+                raise
+            continue  # a subcommand not shipped in this build
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CommandError as exc:
+        print(f"mobilesam-ros {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
