@@ -25,8 +25,7 @@ COMMANDS = {
 }
 
 
-class CommandError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+from mobilesam_ros.errors import CommandError  # noqa: E402 - one class also under ``python -m``
 
 
 def build_parser() -> argparse.ArgumentParser:

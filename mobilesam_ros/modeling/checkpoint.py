@@ -8,7 +8,6 @@ of the wrong shape.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -16,27 +15,15 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
+from ..weights import MOBILE_SAM_SHA256, MOBILE_SAM_SIZE, MOBILE_SAM_URL, sha256_file
 from .sam import Sam
 
-#: the official MobileSAM weights (MobileSAM GitHub repository, weights/mobile_sam.pt)
-MOBILE_SAM_URL = "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt"
-MOBILE_SAM_SIZE = 40_728_226
-MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+__all__ = ["CheckpointError", "MOBILE_SAM_SHA256", "MOBILE_SAM_SIZE", "MOBILE_SAM_URL", "check_state_dict",
+           "load_sam", "sha256_file", "synthetic_state_dict", "write_synthetic_checkpoint"]
 
 _WRAPPER_KEYS = ("model", "state_dict")
 _SHOW = 5  # how many names of each kind an error lists
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used, with a message that says why."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

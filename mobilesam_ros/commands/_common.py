@@ -1,0 +1,63 @@
+"""Argument and loading helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import CommandError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--checkpoint, --backend, --device, --precision, --threads."""
+    group = parser.add_argument_group("model")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="PATH", help="checkpoint (.pt/.pth) or a directory written by 'export'")
+    source.add_argument("--checkpoint", metavar="CKPT", help="MobileSAM / TinySAM checkpoint (same as --model CKPT)")
+    group.add_argument(
+        "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        help="engine (default: torch for a checkpoint, onnxruntime or tensorrt for an exported directory)",
+    )
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="default: fp32")
+    group.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
+
+
+def open_runtime(args: argparse.Namespace):
+    """Create the runtime named by the model arguments, turning failures into one line."""
+    from ..errors import CheckpointError
+    from ..runtime import RuntimeUnavailable, create_runtime
+
+    model = args.model or args.checkpoint
+    try:
+        return create_runtime(model, args.backend, device=args.device, precision=args.precision, num_threads=args.threads)
+    except (FileNotFoundError, ValueError, RuntimeUnavailable, CheckpointError) as exc:
+        raise CommandError(str(exc).replace("\n", " | ")) from exc
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file -> HxWx3 uint8 RGB, upright per its EXIF orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CommandError(f"cannot read image {path}: {exc}") from exc
+
+
+def parse_floats(text: str, count: int, what: str) -> list[float]:
+    """'1,2,3' -> [1.0, 2.0, 3.0], exactly ``count`` finite numbers."""
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(np.isfinite(values)):
+        raise CommandError(f"{what} must be {count} comma-separated numbers, got '{text}'")
+    return values

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment with everything a user or
+# CI needs and no ROS install: the package itself, PyTorch (CPU build pinned to
+# 2.13.0; export and the torch backend), ONNX Runtime, the ROS 2 Kilted pip wheels,
+# and the test tools.
+#
+#   scripts/setup_env.sh            # creates ./.venv
+#   VENV=/path/to/venv scripts/setup_env.sh
+#
+# Re-running is cheap: pip skips what is already installed.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$repo/.venv}"
+python="${PYTHON:-python3}"
+
+"$python" - <<'PY' || { echo "error: Python 3.10 to 3.12 is required (found $("$python" --version 2>&1))" >&2; exit 1; }
+import sys
+sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)
+PY
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating virtual environment $venv" >&2
+    "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+echo "[setup] installing PyTorch 2.13.0 (CPU build where available)" >&2
+"${pip[@]}" "torch==2.13.0"
+echo "[setup] installing mobilesam_ros with the ROS 2 pip wheels, export and test extras" >&2
+"${pip[@]}" -e "$repo[export,ros,test]"
+echo "[setup] ready: $venv" >&2
