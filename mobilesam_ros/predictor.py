@@ -13,7 +13,8 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from .runtime.base import LOW_RES_SIZE, Runtime
-from .transforms import ImagePreprocessor, apply_coords, logits_to_masks, preprocess_shape, resize_longest_side
+from .postprocess import get_postprocessor
+from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 
 # SAM's token order: 0 = single-mask output, 1..3 = multimask outputs
 SINGLE_MASK_TOKENS = slice(0, 1)
@@ -222,8 +223,10 @@ class SamPredictor:
         emb = self._embedding(embedding)
         prompt = Prompt(point_coords, point_labels, box, mask_input)
         iou, logits = self.decode_low_res([prompt], multimask_output, emb)
-        masks = logits_to_masks(logits[0], emb.original_size, emb.input_size, self.mask_threshold)
-        return Prediction(masks, iou[0], logits[0])
+        # threshold at low resolution, upsample only inside each mask's box (same masks
+        # as transforms.logits_to_masks, the reference's two resizes)
+        post = get_postprocessor(emb.original_size, emb.input_size, self.mask_threshold)
+        return Prediction(post.masks(logits[0]), iou[0], logits[0])
 
     def predict_boxes(
         self, boxes: np.ndarray, multimask_output: bool = False, embedding: ImageEmbedding | None = None
@@ -232,5 +235,5 @@ class SamPredictor:
         emb = self._embedding(embedding)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         iou, logits = self.decode_low_res([Prompt(box=b) for b in boxes], multimask_output, emb)
-        masks = logits_to_masks(logits, emb.original_size, emb.input_size, self.mask_threshold)
-        return Prediction(masks, iou, logits)
+        post = get_postprocessor(emb.original_size, emb.input_size, self.mask_threshold)
+        return Prediction(post.masks(logits), iou, logits)

@@ -45,7 +45,7 @@ def masks_to_label_image(masks: np.ndarray, dtype=np.uint16) -> np.ndarray:
     labels = np.zeros(masks.shape[1:], dtype)
     if len(masks) > np.iinfo(dtype).max:
         raise ValueError(f"{len(masks)} instances do not fit in {np.dtype(dtype).name}")
-    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    areas = masks.sum(axis=(1, 2))
     boxes = mask_boxes(masks).astype(int)
     for i in np.argsort(-areas, kind="stable"):
         x0, y0, x1, y1 = boxes[i]

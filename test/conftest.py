@@ -28,3 +28,16 @@ def synthetic_checkpoint(tmp_path_factory) -> Path:
     from mobilesam_ros.modeling import write_synthetic_checkpoint
 
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic_mobile_sam.pt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, synthetic_checkpoint) -> Path:
+    """The synthetic checkpoint exported once per session (encoder.onnx, decoder.onnx,
+    model.json; validated against PyTorch by the export itself). Needs torch and onnx."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mobilesam_ros.export import export_model
+
+    out = tmp_path_factory.mktemp("exported") / "mobilesam_synthetic"
+    export_model(synthetic_checkpoint, out, log=lambda _msg: None)
+    return out

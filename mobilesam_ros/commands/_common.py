@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,24 @@ def parse_floats(text: str, count: int, what: str) -> list[float]:
     if len(values) != count or not all(np.isfinite(values)):
         raise CommandError(f"{what} must be {count} comma-separated numbers, got '{text}'")
     return values
+
+
+def read_boxes_json(path: str) -> np.ndarray:
+    """A JSON list of [x0, y0, x1, y1] (or {"boxes": [...]}) -> (K, 4) float32; K may be 0."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise CommandError(f"boxes file not found: {path}") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CommandError(f"cannot read boxes from {path}: {exc}") from exc
+    if isinstance(data, dict):
+        data = data.get("boxes")
+    try:
+        boxes = np.asarray(data, np.float32)
+        if boxes.size == 0 and boxes.ndim == 1:
+            return np.zeros((0, 4), np.float32)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"{path} must hold a list of [x0, y0, x1, y1] boxes") from exc
+    return boxes

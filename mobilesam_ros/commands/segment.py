@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import CommandError
-from ._common import add_model_arguments, load_image, open_runtime, parse_floats
+from ._common import add_model_arguments, load_image, open_runtime, parse_floats, read_boxes_json
 
 HELP = "segment one image from point and box prompts"
 
@@ -32,24 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overlay", metavar="OUT.png", help="draw the masks over the image")
 
 
-def _read_boxes(path: str) -> np.ndarray:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise CommandError(f"boxes file not found: {path}") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CommandError(f"cannot read boxes from {path}: {exc}") from exc
-    if isinstance(data, dict):
-        data = data.get("boxes")
-    try:
-        boxes = np.asarray(data, np.float32).reshape(-1, 4)
-    except (TypeError, ValueError) as exc:
-        raise CommandError(f"{path} must hold a list of [x0, y0, x1, y1] boxes") from exc
-    if len(boxes) == 0:
-        raise CommandError(f"{path} holds no boxes")
-    return boxes
-
-
 def _read_mask_input(path: str) -> np.ndarray:
     try:
         mask = np.load(path)
@@ -68,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("nothing to write: give --save-npz and/or --overlay")
     points = [parse_floats(p, 3, "--point") for p in args.point]
     box = np.asarray(parse_floats(args.box, 4, "--box"), np.float32) if args.box else None
-    boxes = _read_boxes(args.boxes_json) if args.boxes_json else None
+    boxes = read_boxes_json(args.boxes_json) if args.boxes_json else None
+    if boxes is not None and len(boxes) == 0:
+        raise CommandError(f"{args.boxes_json} holds no boxes")
     if boxes is not None and (points or box is not None or args.mask_input):
         raise CommandError("--boxes-json segments one object per box; it does not combine with --point, --box or --mask-input")
     if not points and box is None and boxes is None:
@@ -96,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     except PromptError as exc:
         raise CommandError(str(exc)) from exc
     runtime = open_runtime(args)
+    if args.multimask and runtime.num_mask_outputs == 1:
+        raise CommandError("this model was exported with --single-mask: --multimask needs a 4-output decoder export")
     predictor = SamPredictor(runtime)
     started = time.perf_counter()
     predictor.set_image(image)

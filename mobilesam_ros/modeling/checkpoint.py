@@ -24,6 +24,12 @@ __all__ = ["CheckpointError", "MOBILE_SAM_SHA256", "MOBILE_SAM_SIZE", "MOBILE_SA
 
 _WRAPPER_KEYS = ("model", "state_dict")
 _SHOW = 5  # how many names of each kind an error lists
+# nn.Embedding tables (unit-variance in a synthetic checkpoint). Matching on "token" or
+# "embed" alone would also catch the decoder's cross_attn_token_to_image /
+# cross_attn_image_to_token projections and TinyViT's patch_embed convolutions, whose
+# unscaled weights saturate the attention softmax (outputs then change by whole units
+# under float reordering, e.g. ONNX Runtime vs PyTorch).
+_EMBEDDING_WEIGHTS = ("point_embeddings.", "not_a_point_embed.", "no_mask_embed.", "iou_token.", "mask_tokens.")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -116,7 +122,7 @@ def synthetic_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
             value = 0.5 * torch.randn(shape, generator=generator)
         elif leaf == "weight" and len(shape) == 1:  # LayerNorm / BatchNorm scale
             value = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-        elif leaf == "weight" and len(shape) >= 2 and "embed" not in name and "tokens" not in name and "token" not in name:
+        elif leaf == "weight" and len(shape) >= 2 and not any(part in name for part in _EMBEDDING_WEIGHTS):
             fan_in = shape[1] * (shape[2] * shape[3] if len(shape) == 4 else 1)
             if "output_upscaling" in name:  # ConvTranspose2d weights are (in, out, k, k)
                 fan_in = shape[0]

@@ -71,7 +71,9 @@ def create_runtime(
         return OnnxRuntime(path, device=device, precision=precision, num_threads=num_threads, **options)
     from .tensorrt_backend import TensorRTRuntime
 
-    return TensorRTRuntime(path, precision=precision, **options)
+    # TensorRT runs on a GPU only; the CPU default of the other engines means "the first GPU"
+    gpu = "cuda" if device == "cpu" else device
+    return TensorRTRuntime(path, precision=precision, device=gpu, **options)
 
 
 __all__ = ["BACKENDS", "DecoderOutput", "Runtime", "RuntimeUnavailable", "create_runtime", "resolve_backend"]

@@ -1,0 +1,322 @@
+"""mobilesam-ros demo: the ROS 2 node end to end on this machine, no ROS install needed
+(the ROS 2 pip wheels are enough).
+
+Starts ``segment_node`` in its own process, streams images to it at camera rate
+(a synthetic moving scene, a folder of images or a video), sends prompts, and writes
+the node's overlays (masks, outlines, prompts, scores) to a folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import CommandError
+
+HELP = "run the ROS 2 node on a synthetic scene, images or a video and save its overlays"
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+NAMESPACE = "/demo"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", metavar="DIR", help="stream the images of a folder (sorted, looped)")
+    source.add_argument("--video", metavar="FILE", help="stream a video file (looped)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="checkpoint or exported model directory (default: what models/ holds, else a "
+                             "synthetic checkpoint)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--fps", type=float, default=10.0, help="camera rate (default 10)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of streaming (default 20)")
+    parser.add_argument("--size", default="640x480", metavar="WxH", help="synthetic scene size (default 640x480)")
+    parser.add_argument("--out", default="out/demo", metavar="DIR", help="where overlays go (default out/demo)")
+    parser.add_argument("--mode", default="prompt", choices=("prompt", "everything"),
+                        help="everything: segment every object (grid strategy, 8 points per side)")
+
+
+# --- model ---------------------------------------------------------------------------------------
+def _model_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "models", REPO / "models"]
+    return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in [x.resolve() for x in dirs[:i]]]
+
+
+def choose_model(model: str | None, backend: str, out: Path) -> tuple[str, str, str]:
+    """(model path, backend, what it is): the given model; else real weights from
+    models/ (an exported directory for ONNX Runtime first, else a checkpoint); else a
+    synthetic checkpoint written to ``out``."""
+    if model:
+        if not Path(model).exists():
+            raise CommandError(f"model not found: {model}")
+        return model, backend, f"your model {model}"
+    have_ort = importlib.util.find_spec("onnxruntime") is not None
+    for folder in _model_dirs():
+        if have_ort and backend in ("auto", "onnxruntime"):
+            for exported in sorted(folder.iterdir()):
+                if exported.is_dir() and (exported / "model.json").is_file():
+                    return str(exported), "onnxruntime", f"real weights: exported model {exported} (ONNX Runtime)"
+        checkpoints = sorted(folder.glob("mobile_sam.pt")) + sorted(
+            p for p in list(folder.glob("*.pt")) + list(folder.glob("*.pth")) if p.name != "mobile_sam.pt"
+        )
+        if checkpoints:
+            return str(checkpoints[0]), "torch", f"real weights: checkpoint {checkpoints[0]} (PyTorch)"
+    if importlib.util.find_spec("torch") is None:
+        raise CommandError(
+            "no model in models/ and PyTorch is not installed for a synthetic one: run 'mobilesam-ros download' "
+            "or install the export extra (pip install 'mobilesam_ros[export]')"
+        )
+    from ..modeling import write_synthetic_checkpoint
+
+    path = out / "synthetic_mobile_sam.pt"
+    if not path.is_file():
+        write_synthetic_checkpoint(path, seed=0)
+    return str(path), "torch", (
+        f"a SYNTHETIC checkpoint {path} (random weights: the pipeline is real, the masks are meaningless; "
+        "get the official weights with 'mobilesam-ros download')"
+    )
+
+
+# --- sources --------------------------------------------------------------------------------------
+class SyntheticScene:
+    """A textured background with a disk moving left-right, a square moving up-down
+    and a static triangle. ``target(i)`` is the disk's centre (where prompts go)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = np.stack([60 + 40 * yy / height, 90 + 30 * xx / width, 120 - 40 * yy / height], axis=-1)
+        noise = np.random.default_rng(0).normal(0, 6, (height, width, 1)).astype(np.float32)
+        self.background = np.clip(base + noise, 0, 255).astype(np.uint8)
+        self.radius = max(8, min(width, height) // 8)
+
+    def target(self, i: int) -> tuple[float, float]:
+        t = i / 30.0
+        x = self.width * (0.5 + 0.3 * np.sin(t))
+        return float(x), float(self.height * 0.35)
+
+    def frame(self, i: int) -> np.ndarray:
+        import cv2
+
+        img = self.background.copy()
+        cx, cy = self.target(i)
+        cv2.circle(img, (int(cx), int(cy)), self.radius, (220, 40, 40), -1, cv2.LINE_AA)
+        side = self.radius * 2
+        sy = int(self.height * (0.55 + 0.15 * np.cos(i / 20.0)))
+        sx = int(self.width * 0.2)
+        cv2.rectangle(img, (sx, sy), (sx + side, sy + side), (40, 60, 220), -1)
+        tri = np.array([[self.width * 0.7, self.height * 0.9], [self.width * 0.9, self.height * 0.9],
+                        [self.width * 0.8, self.height * 0.65]], np.int32)
+        cv2.fillPoly(img, [tri], (40, 200, 60))
+        return img
+
+
+def _image_source(folder: str):
+    import cv2
+
+    if not Path(folder).is_dir():
+        raise CommandError(f"--images: {folder} is not a folder")
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise CommandError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    frames = []
+    for p in paths[:500]:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if not frames:
+        raise CommandError(f"cannot read any image in {folder}")
+    return lambda i: frames[i % len(frames)]
+
+
+def _video_source(path: str):
+    import cv2
+
+    if not Path(path).is_file():
+        raise CommandError(f"--video: {path} not found")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise CommandError(f"cannot open video {path}")
+
+    def read(_i: int) -> np.ndarray:
+        ok, bgr = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = cap.read()
+            if not ok:
+                raise CommandError(f"cannot read frames from {path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    return read
+
+
+# --- run ------------------------------------------------------------------------------------------------
+def _node_command(model: str, backend: str, mode: str) -> list[str]:
+    args = [
+        sys.executable, "-m", "mobilesam_ros.ros.node", "--ros-args",
+        "-r", f"__ns:={NAMESPACE}", "-r", f"image:={NAMESPACE}/camera/image_raw",
+        "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", "overlay.max_rate:=0.0",
+        "-p", "prompt_persistence:=sticky",
+    ]
+    if mode == "everything":
+        args += ["-p", "mode:=everything", "-p", "everything.strategy:=grid", "-p", "everything.points_per_side:=8"]
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    overlays = out / "overlays"
+    overlays.mkdir(parents=True, exist_ok=True)
+    for old in overlays.glob("*.png"):
+        old.unlink()
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError as exc:
+        raise CommandError(f"--size must be WxH, e.g. 640x480, not '{args.size}'") from exc
+    if args.fps <= 0 or args.duration <= 0:
+        raise CommandError("--fps and --duration must be positive")
+
+    model, backend, what = choose_model(args.model, args.backend, out)
+    scene = None
+    if args.images:
+        source, name = _image_source(args.images), f"images from {args.images}"
+    elif args.video:
+        source, name = _video_source(args.video), f"video {args.video}"
+    else:
+        scene = SyntheticScene(width, height)
+        source, name = scene.frame, f"a synthetic moving scene ({width}x{height})"
+    print(f"[demo] model: {what}", flush=True)
+    print(f"[demo] source: {name} at {args.fps:g} fps for {args.duration:g} s", flush=True)
+    print(f"[demo] overlays will be written to {overlays}", flush=True)
+
+    from ..ros.node import configure_fastdds_profile
+
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    configure_fastdds_profile()  # this process publishes camera-sized frames
+
+    node = subprocess.Popen(_node_command(model, backend, args.mode), env=env)
+    try:
+        return _stream(args, node, source, scene, overlays, out)
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(15)
+            except subprocess.TimeoutExpired:
+                node.kill()
+
+
+def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
+    import cv2
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Point, PointStamped
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    client = Node("mobilesam_demo")
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = client.create_publisher(Image, f"{NAMESPACE}/camera/image_raw", qos)
+    point_pub = client.create_publisher(PointStamped, f"{NAMESPACE}/mobilesam/prompt/point", 10)
+    click_pub = client.create_publisher(Point, f"{NAMESPACE}/mobilesam/prompt/click", 10)
+    written: list[str] = []
+    last_diag: dict[str, str] = {}
+
+    def on_overlay(msg: Image) -> None:
+        rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+        path = overlays / f"{len(written):05d}_{msg.header.stamp.sec}_{msg.header.stamp.nanosec:09d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        written.append(str(path))
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if "mobilesam" in status.name:
+                last_diag.clear()
+                last_diag.update({kv.key: kv.value for kv in status.values})
+
+    client.create_subscription(Image, f"{NAMESPACE}/mobilesam/overlay", on_overlay, QoSProfile(depth=10))
+    client.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+
+    try:
+        print("[demo] waiting for the node (model loading) ...", flush=True)
+        deadline = time.monotonic() + 180
+        while image_pub.get_subscription_count() == 0 or point_pub.get_subscription_count() == 0:
+            if node.poll() is not None:
+                raise CommandError(f"the node exited with status {node.returncode} (see its error above)")
+            if time.monotonic() > deadline:
+                raise CommandError("the node did not come up within 180 s")
+            rclpy.spin_once(client, timeout_sec=0.1)
+        print("[demo] node is up: streaming", flush=True)
+        period = 1.0 / args.fps
+        start = time.monotonic()
+        i = 0
+        next_prompt = 0.0
+        while time.monotonic() - start < args.duration:
+            if node.poll() is not None:
+                raise CommandError(f"the node exited with status {node.returncode}")
+            rgb = np.ascontiguousarray(source(i))
+            msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
+            msg.data = rgb.tobytes()
+            msg.header.stamp = client.get_clock().now().to_msg()
+            msg.header.frame_id = "demo_camera"
+            image_pub.publish(msg)
+            now = time.monotonic() - start
+            if args.mode == "prompt" and now >= next_prompt:
+                if scene is not None:  # a point on the moving disk, stamped with this frame
+                    x, y = scene.target(i)
+                    point = PointStamped()
+                    point.header = msg.header
+                    point.point.x, point.point.y, point.point.z = x, y, 1.0
+                    point_pub.publish(point)
+                    next_prompt = now + 2.0
+                else:  # what a click in rqt_image_view sends: the image centre
+                    click_pub.publish(Point(x=rgb.shape[1] / 2.0, y=rgb.shape[0] / 2.0, z=0.0))
+                    next_prompt = float("inf")
+            i += 1
+            while time.monotonic() < start + i * period:
+                rclpy.spin_once(client, timeout_sec=max(0.0, min(0.02, start + i * period - time.monotonic())))
+        settle = time.monotonic() + 10
+        count = len(written)
+        while time.monotonic() < settle:  # let the last frame come back
+            rclpy.spin_once(client, timeout_sec=0.1)
+            if len(written) > count:
+                count, settle = len(written), time.monotonic() + 3
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+
+    summary = {
+        "frames_published": i,
+        "overlays_written": len(written),
+        "overlay_dir": str(overlays),
+        "node": {k: last_diag.get(k) for k in ("frames_received", "frames_processed", "frames_dropped",
+                                               "encode_ms_mean", "decode_ms_mean", "latency_ms_mean",
+                                               "output_rate_hz", "last_error")},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[demo] published {i} frames; the node segmented {last_diag.get('frames_processed', '?')} "
+          f"(newest frame only: encode {last_diag.get('encode_ms_mean', '?')} ms, "
+          f"latency {last_diag.get('latency_ms_mean', '?')} ms)", flush=True)
+    print(f"[demo] {len(written)} overlays written to {overlays}", flush=True)
+    if not written:
+        print("[demo] error: no overlay came back from the node", file=sys.stderr)
+        return 1
+    return 0

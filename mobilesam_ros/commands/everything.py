@@ -1,0 +1,171 @@
+"""mobilesam-ros everything: segment every object in one image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import CommandError
+from ._common import add_model_arguments, load_image, open_runtime, read_boxes_json
+
+HELP = "segment everything in one image (MobileSAMv2 boxes, SAM grid or TinySAM hierarchical)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", metavar="IMAGE", help="input image (jpg, png, ...)")
+    add_model_arguments(parser)
+    s = parser.add_argument_group("strategy")
+    s.add_argument("--strategy", default="boxes", choices=("boxes", "grid", "hierarchical"),
+                   help="boxes: a detector's boxes as prompts (MobileSAMv2, default); grid: SAM's point grid; "
+                        "hierarchical: TinySAM's sparse-then-dense grid")
+    s.add_argument("--detector", metavar="ONNX",
+                   help="object-aware detector in the YOLOv8 ONNX layout (boxes strategy), e.g. MobileSAMv2's "
+                        "ObjectAwareModel exported with ultralytics")
+    s.add_argument("--boxes-json", metavar="FILE",
+                   help="boxes strategy without a detector: a JSON list of [x0, y0, x1, y1] in image pixels "
+                        "(or {\"boxes\": [...]})")
+    d = parser.add_argument_group("detector (MobileSAMv2 defaults)")
+    d.add_argument("--conf", type=float, default=0.4, help="confidence threshold (default 0.4)")
+    d.add_argument("--detector-iou", type=float, default=0.9, help="detector NMS IoU (default 0.9)")
+    d.add_argument("--max-det", type=int, default=300, help="most boxes (default 300)")
+    d.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the model's, else 1024)")
+    d.add_argument("--border-snap", type=float, default=20.0,
+                   help="snap box edges this close (input pixels) to the image border onto it (default 20)")
+    f = parser.add_argument_group("filters (default: 0.88 / 0.95 for the grids as SAM, none for boxes as MobileSAMv2)")
+    f.add_argument("--pred-iou-thresh", type=float, default=None, help="drop masks with predicted IoU not above this")
+    f.add_argument("--stability-thresh", type=float, default=None, help="drop masks with stability score below this")
+    f.add_argument("--nms", default="box", choices=("box", "mask"), help="duplicate removal by box or mask IoU (default box)")
+    f.add_argument("--nms-thresh", type=float, default=0.7, help="NMS IoU threshold (default 0.7; 1 = off)")
+    f.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this many pixels")
+    f.add_argument("--remove-small-regions", type=int, default=0, metavar="AREA",
+                   help="fill holes and drop islands smaller than AREA pixels (default 0: off)")
+    f.add_argument("--exact", action="store_true",
+                   help="SAM's post-processing order (stability and boxes on every upsampled mask; slower)")
+    g = parser.add_argument_group("grid / decoding")
+    g.add_argument("--points-per-side", type=int, default=32, help="grid points per side (default 32)")
+    g.add_argument("--points-per-batch", type=int, default=64, help="grid points per decoder call (default 64)")
+    g.add_argument("--decoder-chunk", type=int, default=320, help="boxes per decoder call (default 320)")
+    o = parser.add_argument_group("output")
+    o.add_argument("--save-npz", metavar="OUT.npz",
+                   help="masks, iou_predictions, stability_scores, boxes (+ prompt_boxes or points)")
+    o.add_argument("--overlay", metavar="OUT.png", help="draw the masks over the image")
+    o.add_argument("--coco-json", metavar="OUT.json", help="COCO RLE annotations with area, bbox, predicted IoU, stability")
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..everything import EverythingConfig
+
+    try:
+        return EverythingConfig(
+            strategy=args.strategy,
+            detector_conf=args.conf,
+            detector_iou=args.detector_iou,
+            max_det=args.max_det,
+            imgsz=args.imgsz,
+            border_snap=args.border_snap,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_thresh,
+            nms=args.nms,
+            nms_thresh=args.nms_thresh,
+            min_area=args.min_area,
+            remove_small_regions=args.remove_small_regions,
+            points_per_side=args.points_per_side,
+            points_per_batch=args.points_per_batch,
+            decoder_chunk=args.decoder_chunk,
+            exact=args.exact,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def open_detector(path: str, config, num_threads: int = 0):
+    from ..everything import ObjectDiscovery
+
+    try:
+        return ObjectDiscovery(
+            path,
+            conf=config.detector_conf,
+            iou=config.detector_iou,
+            max_det=config.max_det,
+            imgsz=config.imgsz,
+            border_snap=config.border_snap,
+            num_threads=num_threads,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    except Exception as exc:  # onnxruntime raises its own types for bad files
+        raise CommandError(f"cannot use detector {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..everything import EverythingSegmenter
+    from ..everything.masks import coco_document, write_coco_json
+    from ..predictor import SamPredictor
+
+    if not (args.save_npz or args.overlay or args.coco_json):
+        raise CommandError("nothing to write: give --save-npz, --overlay and/or --coco-json")
+    config = config_from_args(args)
+    if config.strategy != "boxes" and (args.detector or args.boxes_json):
+        raise CommandError(f"--detector and --boxes-json give boxes for --strategy boxes, not {config.strategy}")
+    if config.strategy == "boxes" and not (args.detector or args.boxes_json):
+        raise CommandError(
+            "--strategy boxes needs boxes: give --detector ONNX (MobileSAMv2's ObjectAwareModel or any YOLOv8 "
+            "detector exported to ONNX, see the README) or --boxes-json FILE, or use --strategy grid/hierarchical"
+        )
+    if args.detector and args.boxes_json:
+        raise CommandError("give --detector or --boxes-json, not both")
+    boxes = read_boxes_json(args.boxes_json) if args.boxes_json else None
+    image = load_image(args.image)
+    detector = open_detector(args.detector, config, args.threads) if args.detector else None
+
+    runtime = open_runtime(args)
+    predictor = SamPredictor(runtime)
+    segmenter = EverythingSegmenter(predictor, config, detector)
+    started = time.perf_counter()
+    try:
+        result = segmenter.segment(image, boxes=boxes)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    elapsed = (time.perf_counter() - started) * 1e3
+    t = result.timings_ms
+    parts = ", ".join(f"{k} {v:.0f} ms" for k, v in t.items() if k != "total")
+    print(
+        f"{runtime.describe()}: {config.strategy}: {result.num_prompts} prompt(s), {result.decoder_calls} decoder "
+        f"call(s), {len(result)} mask(s); {parts}; total {elapsed:.0f} ms",
+        file=sys.stderr,
+    )
+    if config.strategy == "boxes" and result.num_prompts == 0:
+        print("no boxes to segment (the detector found nothing above --conf)", file=sys.stderr)
+
+    if args.save_npz:
+        Path(args.save_npz).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.save_npz, **result.npz_arrays())
+        print(f"wrote {args.save_npz}", file=sys.stderr)
+    if args.coco_json:
+        Path(args.coco_json).parent.mkdir(parents=True, exist_ok=True)
+        doc = coco_document(
+            result.coco_annotations(), image.shape[0], image.shape[1], Path(args.image).name,
+            strategy=config.strategy, decoder_calls=result.decoder_calls, timings_ms=result.timings_ms,
+            config=config.to_dict(),
+        )
+        write_coco_json(args.coco_json, doc)
+        print(f"wrote {args.coco_json}", file=sys.stderr)
+    if args.overlay:
+        from PIL import Image
+
+        from ..visualize import draw_overlay
+
+        prompt_boxes = None
+        if result.prompt_boxes is not None and result.prompt_index is not None:
+            prompt_boxes = result.prompt_boxes[result.prompt_index]
+        overlay = draw_overlay(image, result.masks, scores=result.iou_predictions, points=result.points,
+                               boxes=prompt_boxes)
+        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay).save(args.overlay)
+        print(f"wrote {args.overlay}", file=sys.stderr)
+    runtime.close()
+    return 0

@@ -1,0 +1,620 @@
+"""Checkpoint -> ``encoder.onnx`` + ``decoder.onnx`` + ``model.json``, validated.
+
+The encoder graph is the model's own (``SamEncoder``). The decoder graph is, by
+default, ``FastSamDecoder``: the same maths as ``SamDecoder`` (and so as the
+reference) rewritten so that the per-prompt work is about half:
+
+* attention against the 4096 image tokens is re-associated so the big
+  ``(4096 x 256) @ (256 x 128)`` projections of per-prompt image tokens never run.
+  With T (about 7) prompt tokens, ``softmax(q Wq (k Wk)^T)`` is computed as
+  ``softmax((q Wq Wk^T) k^T)`` and ``softmax(.) (v Wv)`` as ``(softmax(.) v) Wv``
+  (rows of a softmax sum to one, so the value bias passes through), and the
+  image-to-token output projection is folded into the T token values. Every
+  product keeps a 4096-long dimension against a ~56-wide one instead of 128
+  or 256 wide;
+* the query bias of token-to-image attention is dropped: it adds a constant along
+  the softmax axis (exactly no change);
+* the two stride-2 2x2 transposed convolutions run as plain MatMuls on the
+  token layout (no NCHW transposes), and the sub-pixel interleave happens once,
+  on the K mask outputs only;
+* the final token-to-image attention runs only for the tokens whose outputs are
+  used (IoU token and the K mask tokens).
+
+The layer-0 image projections stay shared by all prompts (the embedding is
+broadcast, never repeated: no Tile, no OneHot). The result equals ``SamDecoder``
+within float rounding (~1e-5 on logits); export checks it, and ``--decoder-graph
+plain`` exports ``SamDecoder`` as is.
+
+Upscaling to the image size is not in the graph (see ``postprocess.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .modeling import SamDecoder, SamEncoder, load_sam
+from .weights import MOBILE_SAM_SHA256, sha256_file
+from .runtime.base import (
+    DECODER_INPUT_NAMES,
+    DECODER_OUTPUT_NAMES,
+    EMBED_DIM,
+    EMBED_SIZE,
+    ENCODER_INPUT_NAMES,
+    ENCODER_OUTPUT_NAMES,
+    IMAGE_SIZE,
+    LOW_RES_SIZE,
+)
+
+MODEL_JSON = "model.json"
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+DECODER_GRAPHS = ("fast", "plain")
+
+# validation tolerances: ORT against PyTorch on the same weights. Absolute 1e-3 is
+# the project's parity tolerance; a relative term keeps it meaningful for weights
+# whose outputs are large (real logits reach tens).
+VALIDATE_ATOL = 1e-3
+VALIDATE_RTOL = 1e-4
+
+DYNAMIC_AXES = {
+    "point_coords": {0: "num_prompts", 1: "num_points"},
+    "point_labels": {0: "num_prompts", 1: "num_points"},
+    "mask_input": {0: "num_mask_inputs"},
+    "has_mask_input": {0: "num_mask_inputs"},
+    "iou_predictions": {0: "num_prompts"},
+    "low_res_masks": {0: "num_prompts"},
+}
+
+
+class ExportError(RuntimeError):
+    """Export failed (a tool is missing, or the exported graph does not match PyTorch)."""
+
+
+# ---------------------------------------------------------------------------------
+# The fast decoder graph
+# ---------------------------------------------------------------------------------
+def _heads_out_in(linear: nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.Linear(in, out) -> weight (heads, out/heads, in), bias (heads, out/heads)."""
+    w = linear.weight.detach()
+    b = linear.bias.detach()
+    return w.reshape(heads, -1, w.shape[1]).clone(), b.reshape(heads, -1).clone()
+
+
+class _TokenToImage(nn.Module):
+    """Attention of T prompt tokens (queries) over the 4096 image tokens.
+
+    Standard: ``softmax(Q K^T / sqrt(d)) V`` with ``K = k Wk^T + bk``, ``V = v Wv^T + bv``
+    over per-prompt image tokens. Here ``Q_h Wk_h`` (T x 256 per head) multiplies the
+    image tokens directly, and the attention-weighted image tokens are projected by
+    ``Wv_h`` afterwards. The ``Q_h . bk_h`` term is constant along the softmax axis
+    and is left out.
+    """
+
+    def __init__(self, attn, shared_image: bool) -> None:
+        super().__init__()
+        self.heads = attn.num_heads
+        self.shared_image = shared_image
+        self.attn = attn  # keeps q_proj, out_proj (and k/v for the shared form)
+        head_dim = attn.internal_dim // attn.num_heads
+        self.scale = 1.0 / math.sqrt(head_dim)
+        wk, _ = _heads_out_in(attn.k_proj, self.heads)  # (h, d, C)
+        wv, bv = _heads_out_in(attn.v_proj, self.heads)  # (h, d, C)
+        self.register_buffer("wk", wk * self.scale, persistent=False)
+        self.register_buffer("wv_t", wv.transpose(1, 2).contiguous(), persistent=False)  # (h, C, d)
+        self.register_buffer("bv", bv.reshape(1, self.heads, 1, -1), persistent=False)  # (1, h, 1, d)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, T, C) prompt tokens; k, v (1 or B, 4096, C) image tokens -> (B, T, C)."""
+        if self.shared_image:
+            return self.attn(q, k, v)  # k, v projections computed once for all prompts
+        batch, tokens, _ = q.shape
+        qp = self.attn.q_proj(q).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
+        a = (qp @ self.wk).flatten(1, 2)  # (B, h*T, C)
+        scores = torch.softmax(a @ k.transpose(1, 2), dim=-1)  # (B, h*T, 4096)
+        weighted = (scores @ v).unflatten(1, (self.heads, -1))  # (B, h, T, C)
+        out = weighted @ self.wv_t + self.bv  # (B, h, T, d)
+        return self.attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class _ImageToToken(nn.Module):
+    """Attention of the 4096 image tokens (queries) over the T prompt tokens.
+
+    The output projection is folded into the T values (``V_h Wo_h``, T x 256 per
+    head), so the per-image-token work is one (4096 x hT) @ (hT x 256) product. For
+    per-prompt image tokens (``shared_image=False``) the query projection is folded
+    into the keys as well (``Wq_h^T K_h``, 256 x T per head).
+    """
+
+    def __init__(self, attn, shared_image: bool) -> None:
+        super().__init__()
+        self.heads = attn.num_heads
+        self.shared_image = shared_image
+        self.attn = attn
+        head_dim = attn.internal_dim // attn.num_heads
+        self.scale = 1.0 / math.sqrt(head_dim)
+        wq, bq = _heads_out_in(attn.q_proj, self.heads)  # (h, d, C), (h, d)
+        self.register_buffer("wq", wq * self.scale, persistent=False)
+        self.register_buffer("bq", (bq * self.scale).reshape(1, self.heads, 1, -1), persistent=False)
+        wo = attn.out_proj.weight.detach()  # (C, h*d)
+        self.register_buffer(
+            "wo_heads", wo.t().reshape(self.heads, -1, wo.shape[0]).contiguous(), persistent=False
+        )  # (h, d, C)
+        # each head's attention rows sum to one, so adding bo / heads to every folded
+        # value row adds exactly bo to the output: no separate (4096 x C) bias pass
+        self.register_buffer("bo", attn.out_proj.bias.detach().clone() / self.heads, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (1 or B, 4096, C) image tokens; k, v (B, T, C) prompt tokens -> (B, 4096, C)."""
+        kp = self.attn.k_proj(k).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
+        vp = self.attn.v_proj(v).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
+        if self.shared_image:
+            qp = self.attn.q_proj(q).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (1, h, 4096, d)
+            scores = (qp @ kp.transpose(-1, -2)) * self.scale  # (B, h, 4096, T)
+            scores = torch.softmax(scores, dim=-1).permute(0, 2, 1, 3)  # (B, 4096, h, T)
+        else:
+            folded = (kp @ self.wq).flatten(1, 2)  # (B, h*T, C)
+            bias = (kp * self.bq).sum(-1).flatten(1).unsqueeze(1)  # (B, 1, h*T)
+            scores = q @ folded.transpose(1, 2) + bias  # (B, 4096, h*T)
+            scores = torch.softmax(scores.unflatten(-1, (self.heads, -1)), dim=-1)  # (B, 4096, h, T)
+        values = (vp @ self.wo_heads + self.bo).flatten(1, 2)  # (B, h*T, C)
+        return scores.flatten(2) @ values
+
+
+class _FastBlock(nn.Module):
+    def __init__(self, block, shared_image: bool) -> None:
+        super().__init__()
+        self.b = block
+        self.token_to_image = _TokenToImage(block.cross_attn_token_to_image, shared_image)
+        self.image_to_token = _ImageToToken(block.cross_attn_image_to_token, shared_image)
+
+    def forward(self, queries, keys, query_pe, key_pe):
+        b = self.b
+        if b.skip_first_layer_pe:
+            queries = b.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + b.self_attn(q=q, k=q, v=queries)
+        queries = b.norm1(queries)
+        k = keys + key_pe
+        q = queries + query_pe
+        queries = b.norm2(queries + self.token_to_image(q, k, keys))
+        queries = b.norm3(queries + b.mlp(queries))
+        q = queries + query_pe
+        keys = b.norm4(keys + self.image_to_token(k, q, queries))
+        return queries, keys
+
+
+class FastSamDecoder(nn.Module):
+    """``SamDecoder``'s inputs and outputs, re-associated for speed (see the module doc).
+
+    Built from a loaded ``Sam``; it shares (does not copy) the modules' parameters,
+    plus a few re-arranged copies of projection weights as buffers.
+    """
+
+    def __init__(self, sam, num_mask_outputs: int = 4) -> None:
+        super().__init__()
+        if num_mask_outputs not in (1, 4):
+            raise ValueError("num_mask_outputs must be 4 or 1")
+        self.k = num_mask_outputs
+        self.prompt_encoder = sam.prompt_encoder
+        md = sam.mask_decoder
+        self.md = md
+        tr = md.transformer
+        if len(tr.layers) != 2:
+            raise ValueError("FastSamDecoder expects SAM's 2-layer two-way transformer")
+        self.blocks = nn.ModuleList(
+            [_FastBlock(tr.layers[0], shared_image=True), _FastBlock(tr.layers[1], shared_image=False)]
+        )
+        self.final = _TokenToImage(tr.final_attn_token_to_image, shared_image=False)
+        self.norm_final = tr.norm_final_attn
+        with torch.no_grad():
+            pe = self.prompt_encoder.get_dense_pe()  # (1, C, 64, 64)
+            self.register_buffer("key_pe", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+            up1, ln1, _, up2, _ = md.output_upscaling
+            # ConvTranspose2d weight (in, out, kh, kw) -> (in, kh*kw*out): column (i*2+j)*out + o
+            w1 = up1.weight.detach()
+            self.register_buffer("w1", w1.permute(0, 2, 3, 1).reshape(w1.shape[0], -1).contiguous(), persistent=False)
+            self.register_buffer("b1", up1.bias.detach().repeat(4), persistent=False)
+            w2 = up2.weight.detach()
+            self.register_buffer("w2", w2.permute(0, 2, 3, 1).reshape(w2.shape[0], -1).contiguous(), persistent=False)
+            self.register_buffer("b2", up2.bias.detach().repeat(4), persistent=False)
+            self.ln1 = ln1  # LayerNorm2d over the 64 channels
+            tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+            self.register_buffer("output_tokens", tokens.detach().unsqueeze(0).clone(), persistent=False)
+        self.c1 = w1.shape[1]
+        self.c2 = w2.shape[1]
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self.prompt_encoder.embed_points(point_coords, point_labels)  # (B, N, C)
+        dense = self.prompt_encoder.embed_masks(mask_input, has_mask_input)  # (1 or B, C, 64, 64)
+        batch = sparse.shape[0]
+        tokens = torch.cat((self.output_tokens.expand(batch, -1, -1), sparse), dim=1)  # (B, T, C)
+        src = image_embeddings + dense
+        keys = src.flatten(2).transpose(1, 2)  # (1 or B, 4096, C)
+        queries = tokens
+        for block in self.blocks:
+            queries, keys = block(queries, keys, tokens, self.key_pe)
+        # only the IoU token and the used mask tokens go through the final attention
+        used = 1 + self.k
+        queries = queries[:, :used]
+        point_pe = tokens[:, :used]
+        q = queries + point_pe
+        k = keys + self.key_pe
+        queries = self.norm_final(queries + self.final(q, k, keys))
+        iou = self.md.iou_prediction_head(queries[:, 0])[:, : self.k]
+        hyper = torch.stack(
+            [self.md.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in range(self.k)], dim=1
+        )  # (B, K, 32)
+
+        # upscaling: two 2x2 stride-2 transposed convolutions as 2-D MatMuls on tokens
+        # (2-D so that ONNX Runtime fuses the bias into a Gemm instead of a separate pass)
+        x = keys.reshape(-1, keys.shape[-1]) @ self.w1 + self.b1  # (B*4096, 4*64)  [b, y, x] x [i, j, o]
+        x = x.reshape(-1, self.c1)
+        x = F.layer_norm(x, (self.c1,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        x = F.gelu(x)
+        x = F.gelu(x @ self.w2 + self.b2)  # (B*4096*4, 4*32)  [b, y, x, i, j] x [k, l, o]
+        x = x.reshape(batch, EMBED_SIZE * EMBED_SIZE * 16, self.c2)
+        masks = hyper @ x.transpose(1, 2)  # (B, K, 65536) in (y, x, i, j, k, l) order
+        side = EMBED_SIZE
+        masks = masks.reshape(batch, self.k, side, side, 2, 2, 2, 2)  # y, x, i, j, k, l
+        masks = masks.permute(0, 1, 2, 4, 6, 3, 5, 7)  # y, i, k, x, j, l
+        masks = masks.reshape(batch, self.k, LOW_RES_SIZE, LOW_RES_SIZE)
+        return iou, masks
+
+
+# ---------------------------------------------------------------------------------
+# ONNX writing
+# ---------------------------------------------------------------------------------
+def _dedupe_constants(path: Path, min_elements: int = 1024) -> int:
+    """Merge identical large constants (the exporter writes the positional encoding
+    once per use) into one initializer. Returns the bytes saved."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    seen: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep_nodes = []
+    saved = 0
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            array = numpy_helper.to_array(node.attribute[0].t)
+            if array.size >= min_elements:
+                key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+                name = node.output[0]
+                if key in seen:
+                    rename[name] = seen[key]
+                    saved += array.nbytes
+                else:
+                    seen[key] = name
+                    graph.initializer.append(numpy_helper.from_array(array, name))
+                continue  # a large constant becomes an initializer either way
+        keep_nodes.append(node)
+    if not rename and len(keep_nodes) == len(graph.node):
+        return 0
+    for node in keep_nodes:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+    onnx.save(model, str(path))
+    return saved
+
+
+def _export_onnx(module: nn.Module, args: tuple, path: Path, input_names, output_names, opset: int,
+                 dynamic_axes: dict | None) -> None:
+    """TorchScript-based exporter (no onnxscript dependency); writes via a temp file."""
+    import warnings
+
+    tmp = path.with_suffix(".onnx.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: all static or symbolic here
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    _dedupe_constants(tmp)
+    os.replace(tmp, path)
+
+
+def example_decoder_inputs(batch: int = 2, points: int = 3) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs for the decoder (values do not matter; shapes are symbolic)."""
+    coords = torch.linspace(0, IMAGE_SIZE - 1, batch * points * 2).reshape(batch, points, 2)
+    labels = torch.tensor([1.0, 0.0, -1.0, 2.0, 3.0]).repeat(batch * points)[: batch * points].reshape(batch, points)
+    return (
+        torch.zeros(1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
+        coords,
+        labels,
+        torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+        torch.zeros(1),
+    )
+
+
+def build_decoder(sam, num_mask_outputs: int = 4, graph: str = "fast") -> nn.Module:
+    if graph not in DECODER_GRAPHS:
+        raise ValueError(f"decoder graph must be one of {DECODER_GRAPHS}, not '{graph}'")
+    module = FastSamDecoder(sam, num_mask_outputs) if graph == "fast" else SamDecoder(sam, num_mask_outputs)
+    return module.eval()
+
+
+def export_encoder(sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    encoder = SamEncoder(sam).eval()
+    with torch.no_grad():
+        _export_onnx(
+            encoder,
+            (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),),
+            path,
+            ENCODER_INPUT_NAMES,
+            ENCODER_OUTPUT_NAMES,
+            opset,
+            None,
+        )
+
+
+def export_decoder(sam, path: Path, opset: int = DEFAULT_OPSET, num_mask_outputs: int = 4, graph: str = "fast") -> None:
+    decoder = build_decoder(sam, num_mask_outputs, graph)
+    with torch.no_grad():
+        _export_onnx(decoder, example_decoder_inputs(), path, DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES, opset,
+                     DYNAMIC_AXES)
+
+
+def _io_spec(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(values):
+        out = []
+        for v in values:
+            if v.name in inits:
+                continue
+            dims = [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+            out.append({"name": v.name, "shape": dims, "dtype": dtype})
+        return out
+
+    ops = sorted({n.op_type for n in model.graph.node})
+    return {"inputs": spec(model.graph.input), "outputs": spec(model.graph.output), "ops": ops}
+
+
+# ---------------------------------------------------------------------------------
+# Validation: ONNX Runtime against PyTorch
+# ---------------------------------------------------------------------------------
+def validation_image(height: int = 768, width: int = 1024, seed: int = 0) -> np.ndarray:
+    """A deterministic RGB test image with structure (gradients, discs, noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([xx / width * 255, yy / height * 255, (xx + yy) / (width + height) * 255], -1)
+    for _ in range(12):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(20, 200)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def validation_prompts(seed: int = 0) -> list[tuple[str, tuple[np.ndarray, ...]]]:
+    """Decoder input sets covering every graph path: single points with padding, box
+    batches, mixed labels, batched and shared mask inputs."""
+    rng = np.random.default_rng(seed)
+
+    def coords(b, n):
+        return rng.uniform(0, IMAGE_SIZE, (b, n, 2)).astype(np.float32)
+
+    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+    no_flag = np.zeros((1,), np.float32)
+    boxes = np.sort(coords(5, 2), axis=1)
+    mixed_labels = np.array([[1, 0, 2, 3], [1, 1, 0, -1], [0, 1, -1, -1]], np.float32)
+    masks = rng.normal(0, 4, (3, 1, LOW_RES_SIZE, LOW_RES_SIZE)).astype(np.float32)
+    return [
+        ("1 point + padding", (coords(1, 2), np.array([[1, -1]], np.float32), no_mask, no_flag)),
+        ("5 boxes", (boxes, np.tile(np.array([[2, 3]], np.float32), (5, 1)), no_mask, no_flag)),
+        ("3 prompts x 4 points, batched masks", (coords(3, 4), mixed_labels, masks, np.array([1, 0, 1], np.float32))),
+        ("2 prompts, one shared mask", (coords(2, 1), np.ones((2, 1), np.float32), masks[:1], np.ones((1,), np.float32))),
+    ]
+
+
+def _ort_session(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - a base dependency
+        raise ExportError("export validation needs onnxruntime: pip install onnxruntime") from exc
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, allowed difference)."""
+    if got.shape != want.shape:
+        raise ExportError(f"shape mismatch: ONNX {got.shape} vs PyTorch {want.shape}")
+    diff = float(np.abs(got.astype(np.float64) - want).max()) if got.size else 0.0
+    allowed = VALIDATE_ATOL + VALIDATE_RTOL * float(np.abs(want).max() if want.size else 0.0)
+    return diff, allowed
+
+
+def validate_export(sam, out_dir: Path, num_mask_outputs: int, graph: str, log: Callable[[str], None] = print,
+                    encoder: bool = True) -> dict:
+    """Run the ONNX files with ONNX Runtime (CPU) against PyTorch; raise ExportError on mismatch."""
+    from .transforms import ImagePreprocessor, resize_longest_side
+
+    report: dict = {}
+    failures = []
+    image = ImagePreprocessor()(resize_longest_side(validation_image()))
+    with torch.no_grad():
+        torch_embedding = SamEncoder(sam).eval()(torch.from_numpy(image)).numpy()
+    if encoder:
+        session = _ort_session(out_dir / ENCODER_FILE)
+        (onnx_embedding,) = session.run(None, {ENCODER_INPUT_NAMES[0]: image})
+        diff, allowed = _close(onnx_embedding, torch_embedding)
+        report["encoder_max_abs_diff"] = diff
+        log(f"  encoder: max |onnx - torch| = {diff:.2e} (allowed {allowed:.1e})")
+        if not np.isfinite(diff) or diff > allowed:
+            failures.append(f"encoder embedding differs by {diff:.3g} (allowed {allowed:.3g})")
+
+    decoder = SamDecoder(sam, num_mask_outputs).eval()  # the reference graph, whatever was exported
+    session = _ort_session(out_dir / DECODER_FILE)
+    worst = {name: 0.0 for name in DECODER_OUTPUT_NAMES}
+    for label, (coords, labels, mask_input, has_mask) in validation_prompts():
+        inputs = (torch_embedding, coords, labels, mask_input, has_mask)
+        with torch.no_grad():
+            want = [t.numpy() for t in decoder(*(torch.from_numpy(a) for a in inputs))]
+        got = session.run(list(DECODER_OUTPUT_NAMES), dict(zip(DECODER_INPUT_NAMES, inputs)))
+        for name, g, w in zip(DECODER_OUTPUT_NAMES, got, want):
+            diff, allowed = _close(g, w)
+            worst[name] = max(worst[name], diff)
+            if not np.isfinite(diff) or diff > allowed:
+                failures.append(f"decoder {name} on '{label}' differs by {diff:.3g} (allowed {allowed:.3g})")
+    report["decoder_max_abs_diff"] = worst
+    log(
+        "  decoder: max |onnx - torch| = "
+        + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+        + f" over {len(validation_prompts())} prompt sets"
+    )
+    ops = set(_io_spec(out_dir / DECODER_FILE)["ops"])
+    banned = ops & {"OneHot", "Tile", "Resize", "Upsample"}
+    if banned:
+        failures.append(f"decoder graph contains {sorted(banned)}: the embedding must broadcast and upscaling stay outside")
+    if failures:
+        raise ExportError("exported ONNX does not match PyTorch:\n  " + "\n  ".join(failures))
+    report["passed"] = True
+    return report
+
+
+# ---------------------------------------------------------------------------------
+# The whole export
+# ---------------------------------------------------------------------------------
+@dataclass
+class ExportResult:
+    out_dir: Path
+    info: dict
+    seconds: float
+    files: list[Path] = field(default_factory=list)
+
+
+def _versions() -> dict:
+    import onnx
+
+    versions = {"mobilesam_ros": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "python": sys.version.split()[0]}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return versions
+
+
+def export_model(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    single_mask: bool = False,
+    decoder_graph: str = "fast",
+    variant: str = "mobilesam",
+    validate: bool = True,
+    encoder: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export a checkpoint to ``out_dir`` (encoder.onnx, decoder.onnx, model.json).
+
+    With ``validate`` (the default) both graphs run in ONNX Runtime against PyTorch on
+    the same weights and a mismatch raises ``ExportError`` (the files stay, for
+    inspection, but model.json is not written). ``encoder=False`` re-exports only the
+    decoder into a directory that already has an encoder (tests, experiments).
+    """
+    started = time.perf_counter()
+    checkpoint = Path(checkpoint)
+    out = Path(out_dir)
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
+    if decoder_graph not in DECODER_GRAPHS:
+        raise ValueError(f"decoder graph must be one of {DECODER_GRAPHS}, not '{decoder_graph}'")
+    out.mkdir(parents=True, exist_ok=True)
+    num_mask_outputs = 1 if single_mask else 4
+    sam = load_sam(checkpoint)
+    digest = sha256_file(checkpoint)
+    stale = out / MODEL_JSON
+    if stale.exists():
+        stale.unlink()  # never leave a model.json that describes other files
+
+    encoder_path, decoder_path = out / ENCODER_FILE, out / DECODER_FILE
+    if encoder:
+        t = time.perf_counter()
+        export_encoder(sam, encoder_path, opset)
+        log(f"wrote {encoder_path} ({encoder_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
+    elif not encoder_path.exists():
+        raise ExportError(f"{encoder_path} is missing: export the encoder too")
+    t = time.perf_counter()
+    export_decoder(sam, decoder_path, opset, num_mask_outputs, decoder_graph)
+    log(
+        f"wrote {decoder_path} ({decoder_path.stat().st_size / 1e6:.1f} MB, {decoder_graph} graph, "
+        f"{num_mask_outputs} mask output{'s' if num_mask_outputs > 1 else ''}, {time.perf_counter() - t:.1f} s)"
+    )
+
+    validation = {"skipped": True}
+    if validate:
+        log("validating with ONNX Runtime against PyTorch ...")
+        validation = validate_export(sam, out, num_mask_outputs, decoder_graph, log, encoder=encoder)
+
+    info = {
+        "format": "mobilesam_ros.onnx",
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "checkpoint": {"file": checkpoint.name, "sha256": digest, "official": digest == MOBILE_SAM_SHA256},
+        "opset": opset,
+        "precision": "fp32",
+        "num_mask_outputs": num_mask_outputs,
+        "decoder_graph": decoder_graph,
+        "image_size": IMAGE_SIZE,
+        "embedding_shape": [1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE],
+        "low_res_size": LOW_RES_SIZE,
+        "preprocessing": {
+            "resize": "longest side to 1024, PIL bilinear",
+            "pixel_mean": [123.675, 116.28, 103.53],
+            "pixel_std": [58.395, 57.12, 57.375],
+            "pad": "zeros, bottom and right, to 1024x1024",
+        },
+        "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},
+        "decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder_path), **_io_spec(decoder_path)},
+        "exported_with": _versions(),
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "validation": validation,
+    }
+    for part in ("encoder", "decoder"):
+        info[part].pop("ops")
+    tmp = out / (MODEL_JSON + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, out / MODEL_JSON)
+    seconds = time.perf_counter() - started
+    log(f"wrote {out / MODEL_JSON} ({seconds:.1f} s in all)")
+    return ExportResult(out, info, seconds, [encoder_path, decoder_path, out / MODEL_JSON])

@@ -1,0 +1,133 @@
+"""ROS messages <-> numpy. Only field access here: the pixel work is in
+:mod:`mobilesam_ros.frames`, so it is tested without ROS.
+
+Functions take message objects by duck typing (any object with the fields), so
+they are unit-tested with simple stand-ins where a message package (vision_msgs)
+is not installed.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..frames import decode_compressed, image_to_rgb
+from ..prompts import stamp_key
+
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+# --- incoming ---------------------------------------------------------------------------
+def header_key(header: Any):
+    """A header's stamp as the frame key (None for a zero stamp)."""
+    return stamp_key(header.stamp.sec, header.stamp.nanosec)
+
+
+def image_msg_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB; rgb8 is a zero-copy view on ``msg.data``."""
+    return image_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
+
+
+def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
+    return decode_compressed(msg.data, msg.format)
+
+
+def detections_to_boxes(msg: Any) -> tuple[np.ndarray, list[str], list[float | None]]:
+    """vision_msgs/Detection2DArray -> boxes (K, 4) x0, y0, x1, y1 in pixels, class ids,
+    detector scores.
+
+    The box is ``bbox.center.position.(x, y)`` +- ``bbox.size_(x, y) / 2`` (vision_msgs
+    4.x, Humble and later; the 3.x layout ``bbox.center.(x, y)`` is read too). The
+    class id and score come from the best hypothesis in ``results`` (empty when
+    there is none).
+    """
+    detections = list(msg.detections)
+    boxes = np.zeros((len(detections), 4), np.float64)
+    class_ids: list[str] = []
+    scores: list[float | None] = []
+    for i, det in enumerate(detections):
+        center = det.bbox.center
+        position = getattr(center, "position", center)
+        cx, cy = float(position.x), float(position.y)
+        half_w, half_h = float(det.bbox.size_x) / 2.0, float(det.bbox.size_y) / 2.0
+        boxes[i] = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        best = None
+        for result in getattr(det, "results", []) or []:
+            hyp = getattr(result, "hypothesis", result)  # 4.x: .hypothesis; 3.x: the fields directly
+            score = float(getattr(hyp, "score", 0.0))
+            if best is None or score > best[1]:
+                best = (str(getattr(hyp, "class_id", getattr(hyp, "id", ""))), score)
+        class_ids.append(best[0] if best else str(getattr(det, "id", "") or ""))
+        scores.append(best[1] if best else None)
+    return boxes, class_ids, scores
+
+
+# --- outgoing -----------------------------------------------------------------------------
+class ImageOut:
+    """Builds outgoing sensor_msgs/Image messages over buffers allocated once.
+
+    ``fill(name, header, shape, dtype, encoding)`` returns (msg, view): write the
+    pixels into ``view`` (a numpy array over the message's own ``array('B')``
+    buffer), then publish ``msg``. rclpy serialises on ``publish``, so the same
+    buffer is reused for the next frame of the same size: no per-frame allocation.
+    Only the publishing thread may use an instance.
+    """
+
+    def __init__(self, image_cls: Any) -> None:
+        self._image_cls = image_cls
+        self._msgs: dict[str, Any] = {}
+        self._views: dict[str, np.ndarray] = {}
+
+    def fill(self, name: str, header: Any, shape: tuple[int, ...], dtype: Any, encoding: str):
+        dtype = np.dtype(dtype)
+        view = self._views.get(name)
+        if view is None or view.shape != tuple(shape) or view.dtype != dtype:
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            msg = self._image_cls()
+            msg.data = array.array("B", bytes(nbytes))
+            # view what the message stores (generated setters may copy what they get)
+            view = np.frombuffer(msg.data, dtype).reshape(shape)
+            msg.height, msg.width = int(shape[0]), int(shape[1])
+            msg.step = int(shape[1]) * (int(shape[2]) if len(shape) > 2 else 1) * dtype.itemsize
+            msg.is_bigendian = int(_BIG_ENDIAN_HOST and dtype.itemsize > 1)
+            self._msgs[name], self._views[name] = msg, view
+        msg = self._msgs[name]
+        msg.header = header
+        msg.encoding = encoding
+        return msg, view
+
+
+def result_to_detections(result: Any, header: Any, classes: Any) -> Any:
+    """A SegmentationResult -> vision_msgs/Detection2DArray.
+
+    One Detection2D per object: ``id`` = its label value (1-based, as in ~/labels),
+    ``bbox`` = the mask's box (centre, size; pixel edges), one result with
+    ``hypothesis.class_id`` (the prompt's class id when the prompt was a detection,
+    else "") and ``hypothesis.score`` = the predicted IoU. ``classes`` provides the
+    message classes: ``Detection2DArray``, ``Detection2D``, ``ObjectHypothesisWithPose``
+    (the ``vision_msgs.msg`` module, or stand-ins in tests).
+    """
+    out = classes.Detection2DArray()
+    out.header = header
+    detections = []
+    for i in range(len(result.masks)):
+        x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
+        det = classes.Detection2D()
+        det.header = header
+        det.id = str(i + 1)
+        center = det.bbox.center
+        position = getattr(center, "position", center)
+        position.x, position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        det.bbox.size_x, det.bbox.size_y = x1 - x0, y1 - y0
+        hyp = classes.ObjectHypothesisWithPose()
+        target = getattr(hyp, "hypothesis", hyp)
+        target.class_id = result.class_ids[i] if i < len(result.class_ids) else ""
+        target.score = float(result.scores[i])
+        det.results = [hyp]
+        detections.append(det)
+    out.detections = detections
+    return out

@@ -1,0 +1,43 @@
+"""NodeStats snapshot -> diagnostic_msgs/DiagnosticArray (for /diagnostics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+#: an error within this many seconds makes the status WARN
+RECENT_ERROR_S = 10.0
+#: no frame for this long (after frames were flowing) makes the status STALE
+STALE_AFTER_S = 5.0
+
+
+def status_level(snapshot: dict[str, Any]) -> tuple[bytes, str]:
+    """(level, message) for a NodeStats snapshot."""
+    since_frame = snapshot.get("seconds_since_frame")
+    since_error = snapshot.get("seconds_since_error")
+    if since_frame is None:
+        return DiagnosticStatus.WARN, "waiting for images"
+    if since_frame > STALE_AFTER_S:
+        return DiagnosticStatus.STALE, f"no image for {since_frame:.0f} s"
+    if since_error is not None and since_error < RECENT_ERROR_S:
+        return DiagnosticStatus.WARN, f"recent error: {snapshot.get('last_error', '')}"[:200]
+    return DiagnosticStatus.OK, (
+        f"{snapshot.get('output_rate_hz', 0):.2f} Hz out of {snapshot.get('input_rate_hz', 0):.2f} Hz in"
+    )
+
+
+def diagnostic_array(snapshot: dict[str, Any], stamp: Any, name: str, hardware_id: str,
+                     extra: dict[str, Any] | None = None) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    status = DiagnosticStatus()
+    status.name = name
+    status.hardware_id = hardware_id
+    status.level, status.message = status_level(snapshot)
+    values = dict(snapshot)
+    if extra:
+        values.update(extra)
+    status.values = [KeyValue(key=str(k), value="" if v is None else str(v)) for k, v in values.items()]
+    msg.status = [status]
+    return msg
