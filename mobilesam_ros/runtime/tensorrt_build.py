@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..weights import sha256_file
 from .base import RuntimeUnavailable
 from .onnx_backend import (
     DEFAULT_TRT_MAX_POINTS,
@@ -137,14 +138,6 @@ def import_tensorrt():
     if major < MIN_TENSORRT_MAJOR:
         raise RuntimeUnavailable(f"TensorRT {version} found; this backend needs TensorRT {MIN_TENSORRT_MAJOR} or newer")
     return trt
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------
@@ -289,7 +282,7 @@ def plan_engines(model_dir: str | os.PathLike, options: BuildOptions, tensorrt_v
                       tensorrt_version, gpu)
     for part in PARTS:
         onnx_path = model_dir / info[part]["file"]
-        key = engine_cache_key(file_sha256(onnx_path), part, options, tensorrt_version, gpu)
+        key = engine_cache_key(sha256_file(onnx_path), part, options, tensorrt_version, gpu)
         plan.onnx[part] = onnx_path
         plan.keys[part] = key
         plan.engines[part] = engine_path(plan.cache_dir, part, options, key)
