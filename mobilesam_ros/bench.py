@@ -117,6 +117,14 @@ def current_rss_mb() -> float | None:
     return _status_mb("VmRSS")
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other processes competing for the CPU)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
 def machine_info() -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version()}
@@ -124,10 +132,9 @@ def machine_info() -> dict:
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         pass
-    try:
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        pass
+    load = load_average()
+    if load is not None:
+        info["load_average"] = load
     return info
 
 
@@ -213,7 +220,7 @@ def run_bench(
     result["decode_ms_by_image"] = by_image
     result["images"] = [{"name": i.name, "height": int(i.rgb.shape[0]), "width": int(i.rgb.shape[1])} for i in images]
     result["peak_rss_mb"] = peak_rss_mb()
-    result["machine"]["load_average_end"] = machine_info().get("load_average")
+    result["machine"]["load_average_end"] = load_average()
     return result
 
 

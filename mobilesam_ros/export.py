@@ -47,6 +47,7 @@ from torch import nn
 
 from . import __version__
 from .modeling import SamDecoder, SamEncoder, load_sam
+from .transforms import PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from .weights import MOBILE_SAM_SHA256, sha256_file
 from .runtime.base import (
     DECODER_INPUT_NAMES,
@@ -600,8 +601,8 @@ def export_model(
         "low_res_size": LOW_RES_SIZE,
         "preprocessing": {
             "resize": "longest side to 1024, PIL bilinear",
-            "pixel_mean": [123.675, 116.28, 103.53],
-            "pixel_std": [58.395, 57.12, 57.375],
+            "pixel_mean": list(PIXEL_MEAN_RGB),
+            "pixel_std": list(PIXEL_STD_RGB),
             "pad": "zeros, bottom and right, to 1024x1024",
         },
         "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},

@@ -157,15 +157,18 @@ def image_to_rgb(
             return cv2.cvtColor(pixels[:, :, 0], layout.convert)
         return cv2.cvtColor(pixels, layout.convert)
 
-    # 16-bit samples: reinterpret the bytes (respecting the row stride) as uint16
+    if layout.channels == 3:
+        # rgb16 / bgr16: the high byte of each sample, picked in place (a strided view),
+        # channels reversed for bgr16; one pass makes it contiguous
+        high = rows.reshape(height, width, 3, 2)[..., 0 if is_bigendian else 1]
+        return np.ascontiguousarray(high if layout.convert is None else high[:, :, ::-1])
+
+    # mono16: reinterpret the bytes (respecting the row stride) as uint16
     order = ">" if is_bigendian else "<"
-    samples = rows.view(np.dtype(order + layout.dtype)).reshape(height, width, layout.channels)
+    samples = rows.view(np.dtype(order + layout.dtype)).reshape(height, width)
     if is_bigendian == _LITTLE_ENDIAN_HOST:
         samples = samples.astype(np.uint16)  # byte-swap to native once
-    if layout.channels == 1:
-        return cv2.cvtColor(scale_to_uint8(samples[:, :, 0]), layout.convert)
-    high = (samples >> 8).astype(np.uint8)
-    return high if layout.convert is None else cv2.cvtColor(high, layout.convert)
+    return cv2.cvtColor(scale_to_uint8(samples), layout.convert)
 
 
 def decode_compressed(buffer: Any, fmt: str = "") -> np.ndarray:

@@ -71,7 +71,6 @@ class NodeStats:
         }
         self.stages = {name: _Window() for name in STAGES}
         self.latency = _Window()  # frame received -> results published (ms)
-        self.age = _Window()  # header stamp -> results published (ms), when clocks agree
         self._in_rate = _Rate()
         self._out_rate = _Rate()
         self.last_error = ""
@@ -101,12 +100,10 @@ class NodeStats:
         with self._lock:
             self.stages.setdefault(name, _Window()).add(ms)
 
-    def published(self, latency_ms: float, age_ms: float | None = None) -> None:
+    def published(self, latency_ms: float) -> None:
         with self._lock:
             self.counters["results_published"] += 1
             self.latency.add(latency_ms)
-            if age_ms is not None:
-                self.age.add(age_ms)
 
     def error(self, counter: str, message: str) -> None:
         with self._lock:
@@ -122,7 +119,6 @@ class NodeStats:
             out["output_rate_hz"] = round(self._out_rate.rate(now), 3)
             out["latency_ms_mean"] = round(self.latency.mean(), 2)
             out["latency_ms_max"] = round(self.latency.max(), 2)
-            out["stamp_age_ms_mean"] = round(self.age.mean(), 2)
             for name, window in self.stages.items():
                 out[f"{name}_ms_mean"] = round(window.mean(), 2)
                 out[f"{name}_ms_last"] = round(window.last, 2)

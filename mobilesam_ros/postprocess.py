@@ -28,10 +28,10 @@ import sys
 import threading
 from collections import OrderedDict
 
-import cv2
 import numpy as np
 
 from .runtime.base import IMAGE_SIZE, LOW_RES_SIZE
+from .transforms import upscale_logits
 
 # cost model (in multiply-adds) deciding box-crop vs full resize per mask. Measured on
 # a 2-core x86 machine: numpy/BLAS small products ~50 GMAC/s; the OpenCV path ~1 ms
@@ -136,16 +136,10 @@ class MaskPostprocessor:
 
     # --- one mask ------------------------------------------------------------------------
     def _full(self, logits: np.ndarray, out: np.ndarray) -> None:
-        """The reference path: OpenCV bilinear resizes, then threshold."""
-        h_in, w_in = self.input_size
-        height, width = self.original_size
-        cv2.resize(logits, (IMAGE_SIZE, IMAGE_SIZE), dst=self._scratch_full, interpolation=cv2.INTER_LINEAR)
-        cropped = self._scratch_full[:h_in, :w_in]
-        if (h_in, w_in) == (height, width):
-            np.greater(cropped, self.threshold, out=out)
-            return
-        cv2.resize(cropped, (width, height), dst=self._scratch_out, interpolation=cv2.INTER_LINEAR)
-        np.greater(self._scratch_out, self.threshold, out=out)
+        """The reference path (``transforms.upscale_logits`` into scratch buffers), then threshold."""
+        full = upscale_logits(logits, self.original_size, self.input_size, out=self._scratch_out,
+                              scratch=self._scratch_full)
+        np.greater(full, self.threshold, out=out)
 
     def mask_into(self, logits: np.ndarray, out: np.ndarray) -> str:
         """Write one (256, 256) logit map's mask into ``out`` (H, W), which must be all

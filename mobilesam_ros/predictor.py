@@ -12,7 +12,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .runtime.base import LOW_RES_SIZE, Runtime
+from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
 from .postprocess import get_postprocessor
 from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 
@@ -120,8 +120,7 @@ class SamPredictor:
         self._cache: OrderedDict[Hashable, ImageEmbedding] = OrderedDict()
         self._cache_size = max(1, cache_size)
         self._current: ImageEmbedding | None = None
-        self._no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-        self._no_mask_flag = np.zeros((1,), np.float32)
+        self._no_mask, self._no_mask_flag = empty_mask_input()
 
     # --- images -------------------------------------------------------------------
     @property
@@ -201,7 +200,7 @@ class SamPredictor:
                 coords = np.stack([built[i][0] for i in chunk])
                 labels = np.stack([built[i][1] for i in chunk])
                 if has_mask:
-                    mask_input = np.stack([np.asarray(prompts[i].mask_input, np.float32).reshape(1, 256, 256) for i in chunk])
+                    mask_input = np.stack([np.asarray(prompts[i].mask_input, np.float32).reshape(1, LOW_RES_SIZE, LOW_RES_SIZE) for i in chunk])
                     has_mask_input = np.ones((len(chunk),), np.float32)
                 else:
                     mask_input, has_mask_input = self._no_mask, self._no_mask_flag

@@ -86,6 +86,9 @@ class ObjectPrompt:
 class _Group:
     bound: Hashable = None  # frame key the group was last bound to
     is_bound: bool = False
+    # bound to a frame still waiting to be encoded: if that frame is dropped (replaced
+    # in the slot, or undecodable) the group moves to the next frame that is encoded
+    awaiting_frame: bool = False
     serial: int = 0
     points: list = field(default_factory=list)  # [(x, y)]
     labels: list = field(default_factory=list)  # [1 | 0]
@@ -153,7 +156,7 @@ class PromptState:
         self._changes.append(Change(group, stamp, self._serial))
         if group in self._groups:
             g = self._groups[group]
-            g.serial, g.is_bound, g.bound = self._serial, False, None
+            g.serial, g.is_bound, g.bound, g.awaiting_frame = self._serial, False, None, False
 
     def add_point(self, x: float, y: float, foreground: bool = True, stamp: Hashable = None) -> int:
         """Add (or, without accumulation, set) a point; returns the object's point count.
@@ -194,6 +197,7 @@ class PromptState:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         class_ids = list(class_ids) if class_ids is not None else [""] * len(boxes)
         scores = list(scores) if scores is not None else [None] * len(boxes)
+        bounds = self.bounds  # read once: the worker may update it meanwhile
         problems: list[str] = []
         keep = []
         for i, box in enumerate(boxes):
@@ -201,18 +205,18 @@ class PromptState:
                 problems.append(f"box {i} {box.tolist()} is not finite")
             elif box[2] <= box[0] or box[3] <= box[1]:
                 problems.append(f"box {i} {box.tolist()} is empty (need x0 < x1 and y0 < y1)")
-            elif self.bounds is not None and (
-                box[2] <= 0 or box[3] <= 0 or box[0] >= self.bounds[1] or box[1] >= self.bounds[0]
+            elif bounds is not None and (
+                box[2] <= 0 or box[3] <= 0 or box[0] >= bounds[1] or box[1] >= bounds[0]
             ):
-                problems.append(f"box {i} {box.tolist()} lies outside the {self.bounds[1]}x{self.bounds[0]} image")
+                problems.append(f"box {i} {box.tolist()} lies outside the {bounds[1]}x{bounds[0]} image")
             else:
                 keep.append(i)
         if len(keep) > self.max_boxes:
             problems.append(f"{len(keep)} boxes, only the first {self.max_boxes} (max_boxes) are used")
             keep = keep[: self.max_boxes]
         kept = boxes[keep].astype(np.float32)
-        if self.bounds is not None and len(kept):
-            height, width = self.bounds
+        if bounds is not None and len(kept):
+            height, width = bounds
             np.clip(kept[:, 0::2], 0, width, out=kept[:, 0::2])
             np.clip(kept[:, 1::2], 0, height, out=kept[:, 1::2])
         if len(boxes) and not keep:
@@ -241,12 +245,23 @@ class PromptState:
         with self._lock:
             return bool(self._changes)
 
-    def bind(self, change: Change, key: Hashable) -> None:
-        """Bind the group a change touched to frame ``key`` (if not changed since)."""
+    def bind(self, change: Change, key: Hashable, awaiting_frame: bool = False) -> None:
+        """Bind the group a change touched to frame ``key`` (if not changed since).
+
+        ``awaiting_frame``: ``key`` is a frame not encoded yet (see ``frame_encoded``)."""
         with self._lock:
             g = self._groups.get(change.group)
             if g is not None and g.serial == change.serial:
-                g.bound, g.is_bound = key, True
+                g.bound, g.is_bound, g.awaiting_frame = key, True, awaiting_frame
+
+    def frame_encoded(self, key: Hashable) -> None:
+        """Frame ``key`` was encoded: groups waiting for a frame that never came (it was
+        replaced by a newer one, or could not be converted) apply to this one, the
+        latest frame, instead of being lost (matters with persistence 'once')."""
+        with self._lock:
+            for g in self._groups.values():
+                if g.is_bound and g.awaiting_frame:
+                    g.bound, g.awaiting_frame = key, False
 
     def discard(self, change: Change) -> None:
         """Drop what a change added (a prompt that has no frame to apply to)."""

@@ -9,6 +9,7 @@ not depend on a message type lives in this module and in :mod:`.prompts` /
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from typing import Any, Hashable
 
 import numpy as np
 
+from .frames import FrameError
+from .node_stats import error_kind
 from .predictor import ImageEmbedding, PromptError, SamPredictor, validate_prompt
-from .prompts import ObjectPrompt, PromptState
+from .prompts import CLEAR, ObjectPrompt, PromptState, resolve_target
 from .postprocess import get_postprocessor
+from .runtime.base import LOW_RES_SIZE
 from .visualize import mask_boxes, masks_to_label_image
 
 
@@ -144,10 +148,9 @@ class StreamSegmenter:
         entry = self._history.get(key)
         if entry is None:
             raise KeyError(f"frame {key} is not cached")
-        embedding = self.predictor.cached(entry.key) or entry.embedding
         if self.mode == "everything":
-            return self._segment_everything(entry, embedding, trigger)
-        return self._segment_prompts(entry, embedding, trigger)
+            return self._segment_everything(entry, trigger)
+        return self._segment_prompts(entry, trigger)
 
     def _empty(self, entry: FrameEntry, trigger: str, **extra) -> SegmentationResult:
         h, w = entry.size
@@ -156,7 +159,8 @@ class StreamSegmenter:
             np.zeros((h, w), np.uint16), [], trigger, **extra,
         )
 
-    def _segment_prompts(self, entry: FrameEntry, embedding: ImageEmbedding, trigger: str) -> SegmentationResult:
+    def _segment_prompts(self, entry: FrameEntry, trigger: str) -> SegmentationResult:
+        embedding = entry.embedding
         objects: list[ObjectPrompt] = []
         problems: list[str] = []
         for obj in self.prompts.objects_for(entry.key):
@@ -179,9 +183,9 @@ class StreamSegmenter:
         t0 = time.perf_counter()
         n = len(objects)
         scores = np.empty((n,), np.float32)
-        low_res = np.empty((n, *self.predictor._no_mask.shape[-2:]), np.float32)
+        low_res = np.empty((n, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
         multi = [i for i, o in enumerate(objects) if self.multimask_single_point and o.single_point]
-        single = [i for i in range(n) if i not in set(multi)]
+        single = [i for i, o in enumerate(objects) if not (self.multimask_single_point and o.single_point)]
         for indices, multimask in ((single, False), (multi, True)):
             if not indices:
                 continue
@@ -205,7 +209,7 @@ class StreamSegmenter:
         result.timings_ms = {"decode": decode_ms, "postprocess": _ms(t0)}
         return result
 
-    def _segment_everything(self, entry: FrameEntry, embedding: ImageEmbedding, trigger: str) -> SegmentationResult:
+    def _segment_everything(self, entry: FrameEntry, trigger: str) -> SegmentationResult:
         given = self.prompts.boxes_for(entry.key)
         boxes, class_ids = (None, None) if given is None else given
         extra = {"prompt_boxes": boxes}
@@ -213,7 +217,7 @@ class StreamSegmenter:
         if cfg.strategy == "boxes" and boxes is None and self.everything.detector is None:
             return self._empty(entry, trigger, problems=[], **extra)
         t0 = time.perf_counter()
-        res = self.everything.segment(entry.image, embedding=embedding, boxes=boxes)
+        res = self.everything.segment(entry.image, embedding=entry.embedding, boxes=boxes)
         decode_ms = _ms(t0)
         t0 = time.perf_counter()
         masks = res.masks
@@ -260,8 +264,6 @@ class StreamWorker:
 
     # --- thread -----------------------------------------------------------------------
     def start(self) -> None:
-        import threading
-
         self._thread = threading.Thread(target=self._run, name="mobilesam-worker", daemon=True)
         self._thread.start()
 
@@ -294,8 +296,6 @@ class StreamWorker:
     def _handle_prompt_changes(self, current=None) -> None:
         """Resolve prompt changes to frames and decode the frames they touched, except
         ``current`` (a frame about to be segmented anyway)."""
-        from .prompts import CLEAR, resolve_target
-
         changes = self.segmenter.prompts.take_changes()
         if not changes:
             return
@@ -316,7 +316,7 @@ class StreamWorker:
                     counter="prompt_errors",
                 )
                 continue
-            self.segmenter.prompts.bind(change, key)
+            self.segmenter.prompts.bind(change, key, awaiting_frame=(kind == "pending"))
             if kind != "pending":
                 now[key] = None
         for key in now:
@@ -324,9 +324,6 @@ class StreamWorker:
                 self._emit(self.segmenter.segment(key, trigger="prompt"))
 
     def _handle_frame(self, item) -> None:
-        from .frames import FrameError
-        from .node_stats import error_kind
-
         t0 = time.perf_counter()
         try:
             image, key, header = self.convert(item.payload)
@@ -337,6 +334,7 @@ class StreamWorker:
         self.stats.stage("convert", convert_ms)
         entry, encode_ms = self.segmenter.encode(image, key, header, item.received)
         self.stats.stage("encode", encode_ms)
+        self.segmenter.prompts.frame_encoded(entry.key)
         # prompts that arrived while encoding: bind them now, so this frame has them
         self._handle_prompt_changes(current=entry.key)
         result = self.segmenter.segment(entry.key, trigger="frame")
@@ -345,8 +343,6 @@ class StreamWorker:
         self._emit(result)
 
     def _emit(self, result: SegmentationResult) -> None:
-        from .node_stats import error_kind
-
         for problem in result.problems:
             self.errors.report(error_kind("prompt", problem), problem, counter="prompt_errors")
         for stage in ("decode", "postprocess"):

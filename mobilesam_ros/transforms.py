@@ -20,8 +20,20 @@ from PIL import Image
 
 from .runtime.base import IMAGE_SIZE, LOW_RES_SIZE
 
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+#: SAM's normalisation (RGB); model.json records the same values
+PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
+PIXEL_STD_RGB = (58.395, 57.12, 57.375)
+PIXEL_MEAN = np.array(PIXEL_MEAN_RGB, np.float32)
+PIXEL_STD = np.array(PIXEL_STD_RGB, np.float32)
+
+
+def read_rgb(path) -> np.ndarray:
+    """An image file -> HxWx3 uint8 RGB, upright per its EXIF orientation (Pillow's
+    errors pass through)."""
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
 
 
 def preprocess_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[int, int]:
@@ -90,21 +102,23 @@ def upscale_logits(
     original_size: tuple[int, int],
     input_size: tuple[int, int],
     out: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
 ) -> np.ndarray:
     """(256, 256) logits -> (H, W) logits at the original image size.
 
     Two bilinear steps as the reference: 256 -> 1024, crop to the resized input,
-    -> original size.
+    -> original size. ``out`` (H, W) and ``scratch`` (1024, 1024) float32 buffers, when
+    given, are written instead of fresh arrays (callers that upsample many masks).
     """
     h_in, w_in = input_size
-    full = cv2.resize(low_res, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_LINEAR)
+    full = cv2.resize(low_res, (IMAGE_SIZE, IMAGE_SIZE), dst=scratch, interpolation=cv2.INTER_LINEAR)
     cropped = full[:h_in, :w_in]
     height, width = original_size
     if (h_in, w_in) == (height, width):
         if out is not None:
             out[...] = cropped
             return out
-        return np.ascontiguousarray(cropped)
+        return cropped.copy() if scratch is not None else np.ascontiguousarray(cropped)
     return cv2.resize(cropped, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
 
 

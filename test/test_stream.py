@@ -228,6 +228,23 @@ def test_worker_prompt_for_the_waiting_frame_is_decoded_with_it():
     assert [(r.frame.key, r.trigger, len(r)) for r in h.published[1:]] == [((2, 0), "frame", 1)]
 
 
+def test_worker_prompt_for_a_waiting_frame_that_is_dropped_goes_to_the_next_frame():
+    h = _Harness(persistence="once")
+    h.frame(1)
+    h.worker.step()
+    h.frame(2)  # waiting in the slot
+    h.prompts.set_boxes([[0, 0, 40, 40]], stamp=(2, 0))
+    h.slot.notify()
+    h.worker._handle_prompt_changes()  # the prompt is resolved while frame 2 waits
+    h.frame(3)  # frame 2 is replaced (dropped) before the worker takes it
+    h.worker.step()
+    # not lost: it applies to the latest frame instead of the one that never came
+    assert [(r.frame.key, len(r)) for r in h.published[1:]] == [((3, 0), 1)]
+    h.frame(4)  # once: only that frame
+    h.worker.step()
+    assert (h.published[-1].frame.key, len(h.published[-1])) == ((4, 0), 0)
+
+
 def test_worker_prompt_before_any_frame_is_skipped():
     h = _Harness()
     h.prompts.add_point(5, 5)

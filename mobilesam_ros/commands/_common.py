@@ -40,14 +40,15 @@ def open_runtime(args: argparse.Namespace):
 
 def load_image(path: str | Path) -> np.ndarray:
     """An image file -> HxWx3 uint8 RGB, upright per its EXIF orientation."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from ..transforms import read_rgb
 
     path = Path(path)
     if not path.is_file():
         raise CommandError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        return read_rgb(path)
     except (UnidentifiedImageError, OSError) as exc:
         raise CommandError(f"cannot read image {path}: {exc}") from exc
 

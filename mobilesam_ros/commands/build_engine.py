@@ -12,6 +12,9 @@ HELP = "build (or find cached) TensorRT 10 engines for an exported model directo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..runtime.tensorrt_build import BuildOptions
+
+    default = BuildOptions()  # one source for the profile and workspace defaults
     parser.add_argument("--model", required=True, metavar="DIR", help="directory written by 'mobilesam-ros export'")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="default: fp32")
     parser.add_argument("--no-fp32-layernorm", dest="fp32_layernorm", action="store_false",
@@ -19,13 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "encoder; by default they stay fp32)")
     parser.add_argument("--device", default="cuda", help="cuda or cuda:N (default: cuda)")
     parser.add_argument("--cache-dir", metavar="DIR", help="engine cache (default: MODEL/trt_engines)")
-    parser.add_argument("--max-prompts", type=int, default=64, metavar="B",
-                        help="decoder profile: most prompts per call (default 64; larger batches are split)")
-    parser.add_argument("--max-points", type=int, default=16, metavar="N",
-                        help="decoder profile: most points per prompt, box corners and padding included (default 16)")
-    parser.add_argument("--opt-prompts", type=int, default=8, metavar="B", help="decoder profile: tuned batch (default 8)")
-    parser.add_argument("--opt-points", type=int, default=2, metavar="N", help="decoder profile: tuned points (default 2)")
-    parser.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace (default 2048)")
+    parser.add_argument("--max-prompts", type=int, default=default.max_prompts, metavar="B",
+                        help="decoder profile: most prompts per call (default %(default)s; larger batches are split)")
+    parser.add_argument("--max-points", type=int, default=default.max_points, metavar="N",
+                        help="decoder profile: most points per prompt, box corners and padding included "
+                             "(default %(default)s)")
+    parser.add_argument("--opt-prompts", type=int, default=default.opt_prompts, metavar="B",
+                        help="decoder profile: tuned batch (default %(default)s)")
+    parser.add_argument("--opt-points", type=int, default=default.opt_points, metavar="N",
+                        help="decoder profile: tuned points (default %(default)s)")
+    parser.add_argument("--workspace-mb", type=int, default=default.workspace_mb,
+                        help="builder workspace (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

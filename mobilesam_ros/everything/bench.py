@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bench import load_average
 from .segmenter import EverythingConfig, EverythingSegmenter
 
 DEFAULT_STRATEGIES = ("boxes", "grid", "hierarchical")
@@ -84,14 +85,6 @@ def synthetic_scene(height: int = 720, width: int = 1280, seed: int = 0) -> np.n
     return image
 
 
-def _load() -> list[float] | None:
-    """1, 5 and 15 minute load averages (other processes competing for the CPU)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def _arg(args: Any, name: str, default: Any = None) -> Any:
     value = getattr(args, name, None)
     return default if value is None else value
@@ -100,10 +93,9 @@ def _arg(args: Any, name: str, default: Any = None) -> Any:
 def _load_image(path: str | None) -> tuple[np.ndarray, str]:
     if not path:
         return synthetic_scene(), "synthetic 1280x720 scene (seed 0)"
-    from PIL import Image, ImageOps
+    from ..transforms import read_rgb
 
-    with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB")), str(path)
+    return read_rgb(path), str(path)
 
 
 def _record(result, seconds: float) -> dict[str, Any]:
@@ -138,7 +130,7 @@ def run_everything_bench(args: Any, runtime) -> dict[str, Any]:
         "stability_score_thresh": _arg(args, "everything_stability_thresh"),
     }
 
-    load_start = _load()
+    load_start = load_average()
     predictor = SamPredictor(runtime)
     t0 = time.perf_counter()
     embedding = predictor.set_image(image)
@@ -202,7 +194,7 @@ def run_everything_bench(args: Any, runtime) -> dict[str, Any]:
         ratios["grid_over_hierarchical_decoder"] = round(res[grid_key]["decoder_ms"] / res[hier_key]["decoder_ms"], 2)
         ratios["grid_over_hierarchical_total"] = round(res[grid_key]["total_ms"] / res[hier_key]["total_ms"], 2)
     out["ratios"] = ratios
-    out["machine"] = {"cpus": os.cpu_count(), "load_average_start": load_start, "load_average_end": _load()}
+    out["machine"] = {"cpus": os.cpu_count(), "load_average_start": load_start, "load_average_end": load_average()}
     if ratios:
         print("everything ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()), file=sys.stderr)
     print(format_table(out), file=sys.stderr)

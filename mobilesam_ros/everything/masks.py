@@ -101,18 +101,7 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
     order = np.argsort(-scores, kind="stable")
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-    def suppressed(i, others):
-        lt = np.maximum(boxes[i, :2], boxes[others, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[others, 2:])
-        wh = np.clip(rb - lt, 0, None)
-        inter = wh[:, 0] * wh[:, 1]
-        union = area[i] + area[others] - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        return iou > iou_threshold
-
-    return _greedy_nms(order, suppressed)
+    return _greedy_nms(order, lambda i, others: box_iou(boxes[i], boxes[others])[0] > iou_threshold)
 
 
 def mask_iou_matrix(masks: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..predictor import ImageEmbedding, SamPredictor
-from ..runtime.base import LOW_RES_SIZE, empty_mask_input
+from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE, empty_mask_input
 from ..transforms import upscale_logits
 from . import masks as mk
 from .grid import box_prompt_arrays, grid_points, low_res_valid_size, point_prompt_arrays
@@ -214,7 +214,10 @@ class _Candidates:
 
     def cat(self, name: str, empty_shape: tuple[int, ...], dtype) -> np.ndarray:
         parts = getattr(self, name)
-        return np.concatenate(parts) if parts else np.zeros(empty_shape, dtype)
+        if not parts:
+            return np.zeros(empty_shape, dtype)
+        # one decoder call (the boxes strategy's usual case): no second copy of the logits
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _timer() -> float:
@@ -349,6 +352,7 @@ class _Run:
         self._no_mask, self._no_mask_flag = empty_mask_input()
         self.coverage: CoverageMap | None = None
         self._scratch = np.empty(tuple(emb.original_size), np.float32)
+        self._scratch_full = np.empty((IMAGE_SIZE, IMAGE_SIZE), np.float32)
 
     # --- decoding ---------------------------------------------------------------------
     def _tokens(self, multimask: bool) -> slice:
@@ -416,11 +420,11 @@ class _Run:
 
     # --- filtering ----------------------------------------------------------------------
     def _upscale(self, logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return upscale_logits(logits, self.emb.original_size, self.emb.input_size, out=out)
+        return upscale_logits(logits, self.emb.original_size, self.emb.input_size, out=out, scratch=self._scratch_full)
 
-    def _verify(self, logits: np.ndarray) -> tuple[float, np.ndarray, int, np.ndarray]:
-        """Upsample one candidate: (stability, inclusive box, area, upsampled logits).
-        The logits array is scratch space, overwritten by the next call."""
+    def _verify(self, logits: np.ndarray) -> tuple[float, np.ndarray, int, np.ndarray, np.ndarray]:
+        """Upsample one candidate: (stability, inclusive box, area, mask, upsampled logits).
+        The logits array is scratch space, overwritten by the next call; the mask is new."""
         t0 = _timer()
         full = self._upscale(logits, out=self._scratch)
         mask = full > self.cfg.mask_threshold
@@ -429,7 +433,7 @@ class _Run:
         area = int(np.count_nonzero(mask))
         self.stats["upsampled"] += 1
         self.timings["upsample"] += (_timer() - t0) * 1e3
-        return stability, box, area, full
+        return stability, box, area, mask, full
 
     def _passes(self, stability: float, area: int) -> bool:
         if area < max(1, self.cfg.min_area):
@@ -456,7 +460,7 @@ class _Run:
             boxes = np.empty((n, 4), np.float32)
             ok = np.empty(n, bool)
             for i in range(n):
-                stab, box, area, full = self._verify(logits[i])
+                stab, box, area, _, full = self._verify(logits[i])
                 stability[i], boxes[i], ok[i] = stab, box, self._passes(stab, area)
                 if self.coverage is not None and ok[i]:
                     self.coverage.add(full > cfg.high_score_thresh)
@@ -471,7 +475,7 @@ class _Run:
             if self.coverage is not None:
                 # TinySAM's covered map takes only masks that truly pass the filters
                 for i in np.flatnonzero(ok):
-                    stab, box, area, _ = self._verify(logits[i])
+                    stab, box, area, _, _ = self._verify(logits[i])
                     stability[i], boxes[i] = stab, box
                     ok[i] = self._passes(stab, area)
                     if ok[i]:
@@ -533,12 +537,12 @@ class _Run:
             if not alive[i]:
                 continue
             alive[i] = False
-            stab, box, area, full = self._verify(logits[i])
+            stab, box, area, mask, _ = self._verify(logits[i])
             if not self._passes(stab, area):  # the low-res pre-filter is generous
                 rejected += 1
                 continue
             kept.append(i)
-            out_masks.append(full > cfg.mask_threshold)
+            out_masks.append(mask)
             out_stab.append(stab)
             if not use_nms:
                 continue

@@ -49,6 +49,7 @@ from ..node_stats import NodeStats, ThrottledLog, error_kind
 from ..predictor import PromptError, SamPredictor
 from ..prompts import PromptState
 from ..stream import StreamSegmenter, StreamWorker
+from ..visualize import draw_overlay
 from .conversions import (
     ImageOut,
     compressed_msg_to_rgb,
@@ -353,9 +354,10 @@ class SegmentNode(Node):
             self.errors.report(error_kind("prompt/boxes", str(exc)), f"prompt/boxes skipped: {exc}",
                                counter="prompt_errors")
             return
-        if len(boxes) == 0:
+        if len(boxes) == 0:  # a valid clear (a detector that saw nothing): counted, not an error
+            self.stats.count("empty_box_lists")
             self.errors.report("prompt/boxes:empty", "prompt/boxes: empty box list: box prompts cleared",
-                               counter="empty_box_lists", level="info")
+                               counter=None, level="info")
         for problem in self.prompts.set_boxes(boxes, header_key(msg.header), class_ids, scores):
             self.errors.report(error_kind("prompt/boxes", problem), f"prompt/boxes: {problem}", counter="prompt_errors")
         self.slot.notify()
@@ -387,8 +389,6 @@ class SegmentNode(Node):
             return
         if self._pub_overlay.get_subscription_count() == 0:
             return
-        from ..visualize import draw_overlay
-
         self._overlay_last = now
         t0 = time.perf_counter()
         image = draw_overlay(
@@ -402,12 +402,13 @@ class SegmentNode(Node):
 
     def _publish_diagnostics(self) -> None:
         snapshot = self.stats.snapshot()
+        counts = self.prompts.counts()
         extra = {
             "image_topic": self.image_topic,
             "image_reliability": self._image_reliability or "waiting for a publisher",
             "mode": self.config["mode"],
-            "active_points": self.prompts.counts()["points"],
-            "active_boxes": self.prompts.counts()["boxes"],
+            "active_points": counts["points"],
+            "active_boxes": counts["boxes"],
         }
         name = f"{self._fqn().lstrip('/')}: segmentation"
         self._pub_diagnostics.publish(

@@ -85,10 +85,39 @@ class Runtime(abc.ABC):
         """Release engine resources (GPU memory, sessions)."""
 
 
-def empty_mask_input(batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Decoder inputs meaning 'no previous mask' (broadcast over the batch)."""
-    del batch  # a (1, ...) mask input broadcasts to any batch
+def empty_mask_input() -> tuple[np.ndarray, np.ndarray]:
+    """Decoder inputs meaning 'no previous mask' (a (1, ...) mask input broadcasts to any batch)."""
     return (
         np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32),
         np.zeros((1,), np.float32),
     )
+
+
+def check_decoder_inputs(image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+    """The decoder inputs as C-contiguous float32 arrays (no copy when they already
+    are), ``has_mask_input`` flattened; ValueError for shapes a decoder cannot take."""
+    embedding = np.ascontiguousarray(image_embeddings, np.float32)
+    coords = np.ascontiguousarray(point_coords, np.float32)
+    labels = np.ascontiguousarray(point_labels, np.float32)
+    mask_input = np.ascontiguousarray(mask_input, np.float32)
+    has_mask_input = np.ascontiguousarray(has_mask_input, np.float32).reshape(-1)
+    if embedding.shape != (1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE):
+        raise ValueError(f"image_embeddings must be (1, {EMBED_DIM}, {EMBED_SIZE}, {EMBED_SIZE}), got {embedding.shape}")
+    if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
+        raise ValueError(f"point_coords (B, N, 2) and point_labels (B, N) expected, got {coords.shape}, {labels.shape}")
+    batch = coords.shape[0]
+    if mask_input.shape[1:] != (1, LOW_RES_SIZE, LOW_RES_SIZE) or mask_input.shape[0] not in (1, batch):
+        raise ValueError(f"mask_input must be (1 or {batch}, 1, 256, 256), got {mask_input.shape}")
+    if has_mask_input.shape[0] != mask_input.shape[0]:
+        raise ValueError(f"has_mask_input must have {mask_input.shape[0]} entries, got {has_mask_input.shape[0]}")
+    return embedding, coords, labels, mask_input, has_mask_input
+
+
+def thread_output_buffers(local, batch: int, num_mask_outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoder output buffers (iou (B, K), logits (B, K, 256, 256)) kept on ``local``
+    (a ``threading.local``): allocated once per thread, grown for a larger batch."""
+    masks = getattr(local, "masks", None)
+    if masks is None or masks.shape[0] < batch:
+        local.iou = np.empty((batch, num_mask_outputs), np.float32)
+        local.masks = np.empty((batch, num_mask_outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+    return local.iou[:batch], local.masks[:batch]

@@ -29,6 +29,8 @@ from .base import (
     DecoderOutput,
     Runtime,
     RuntimeUnavailable,
+    check_decoder_inputs,
+    thread_output_buffers,
 )
 
 MODEL_JSON = "model.json"
@@ -339,14 +341,6 @@ class OnnxRuntime(Runtime):
             self._encoder.run_with_iobinding(binding)
         return embedding
 
-    def _output_buffers(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        local = self._local
-        masks = getattr(local, "masks", None)
-        if masks is None or masks.shape[0] < batch:
-            local.iou = np.empty((batch, self.num_mask_outputs), np.float32)
-            local.masks = np.empty((batch, self.num_mask_outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-        return local.iou[:batch], local.masks[:batch]
-
     def _embedding_value(self, embedding: np.ndarray):
         """The embedding as an OrtValue on the device, uploaded once per distinct array."""
         if self._device_embedding is not None and self._device_embedding_source is embedding:
@@ -356,21 +350,11 @@ class OnnxRuntime(Runtime):
         return value
 
     def decode(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input) -> DecoderOutput:
-        embedding = np.ascontiguousarray(image_embeddings, np.float32)
-        coords = np.ascontiguousarray(point_coords, np.float32)
-        labels = np.ascontiguousarray(point_labels, np.float32)
-        mask_input = np.ascontiguousarray(mask_input, np.float32)
-        has_mask_input = np.ascontiguousarray(has_mask_input, np.float32).reshape(-1)
-        if embedding.shape != (1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE):
-            raise ValueError(f"image_embeddings must be (1, {EMBED_DIM}, {EMBED_SIZE}, {EMBED_SIZE}), got {embedding.shape}")
-        if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
-            raise ValueError(f"point_coords (B, N, 2) and point_labels (B, N) expected, got {coords.shape}, {labels.shape}")
+        embedding, coords, labels, mask_input, has_mask_input = check_decoder_inputs(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
+        )
         batch = coords.shape[0]
-        if mask_input.shape[1:] != (1, LOW_RES_SIZE, LOW_RES_SIZE) or mask_input.shape[0] not in (1, batch):
-            raise ValueError(f"mask_input must be (1 or {batch}, 1, 256, 256), got {mask_input.shape}")
-        if has_mask_input.shape[0] != mask_input.shape[0]:
-            raise ValueError(f"has_mask_input must have {mask_input.shape[0]} entries, got {has_mask_input.shape[0]}")
-        iou_out, masks_out = self._output_buffers(batch)
+        iou_out, masks_out = thread_output_buffers(self._local, batch, self.num_mask_outputs)
         if batch == 0:
             return DecoderOutput(iou_out, masks_out)
         step = self.decoder_batch if self.decoder_batch > 0 else batch

@@ -31,6 +31,8 @@ from .base import (
     DecoderOutput,
     Runtime,
     RuntimeUnavailable,
+    check_decoder_inputs,
+    thread_output_buffers,
 )
 from .onnx_backend import ModelDirError, read_model_info
 from .tensorrt_build import BuildOptions, GpuInfo, ensure_engines, import_tensorrt, plan_engines
@@ -296,7 +298,9 @@ class TensorRTRuntime(Runtime):
             encoder.set_tensor_address(name, self._buffers[name])
         for name in DECODER_INPUT_NAMES + DECODER_OUTPUT_NAMES:
             decoder.set_tensor_address(name, self._buffers[name])
+        # static shapes: set once; the decoder's dynamic ones are set per call
         encoder.set_input_shape(ENCODER_INPUT_NAMES[0], shapes["image"])
+        decoder.set_input_shape(DECODER_INPUT_NAMES[0], shapes["image_embeddings"])
 
     def describe(self) -> str:
         ln = ", LayerNorm fp32" if self.precision == "fp16" and self.options.fp32_layernorm else ""
@@ -321,30 +325,16 @@ class TensorRTRuntime(Runtime):
         return embedding
 
     def decode(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input) -> DecoderOutput:
-        embedding = np.ascontiguousarray(image_embeddings, np.float32)
-        coords = np.ascontiguousarray(point_coords, np.float32)
-        labels = np.ascontiguousarray(point_labels, np.float32)
-        mask_input = np.ascontiguousarray(mask_input, np.float32)
-        has_mask_input = np.ascontiguousarray(has_mask_input, np.float32).reshape(-1)
-        if embedding.shape != (1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE):
-            raise ValueError(f"image_embeddings must be (1, {EMBED_DIM}, {EMBED_SIZE}, {EMBED_SIZE}), got {embedding.shape}")
-        if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
-            raise ValueError(f"point_coords (B, N, 2) and point_labels (B, N) expected, got {coords.shape}, {labels.shape}")
+        embedding, coords, labels, mask_input, has_mask_input = check_decoder_inputs(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
+        )
         batch, points = coords.shape[:2]
         if points > self.max_points:
             raise ValueError(
                 f"{points} points per prompt exceed the engine's profile ({self.max_points}): rebuild with "
                 f"'mobilesam-ros build-engine --max-points {points}'"
             )
-        if mask_input.shape[1:] != (1, LOW_RES_SIZE, LOW_RES_SIZE) or mask_input.shape[0] not in (1, batch):
-            raise ValueError(f"mask_input must be (1 or {batch}, 1, 256, 256), got {mask_input.shape}")
-        if has_mask_input.shape[0] != mask_input.shape[0]:
-            raise ValueError(f"has_mask_input must have {mask_input.shape[0]} entries, got {has_mask_input.shape[0]}")
-        local = self._local
-        if getattr(local, "masks", None) is None or local.masks.shape[0] < batch:
-            local.iou = np.empty((batch, self.num_mask_outputs), np.float32)
-            local.masks = np.empty((batch, self.num_mask_outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-        iou_out, masks_out = local.iou[:batch], local.masks[:batch]
+        iou_out, masks_out = thread_output_buffers(self._local, batch, self.num_mask_outputs)
         if batch == 0:
             return DecoderOutput(iou_out, masks_out)
         with self._lock:
@@ -372,7 +362,6 @@ class TensorRTRuntime(Runtime):
                 cuda.to_device(self._buffers["mask_input"], mask_input[start:stop], self._stream)
                 cuda.to_device(self._buffers["has_mask_input"], has_mask_input[start:stop], self._stream)
             m = 1 if shared_mask else b
-            context.set_input_shape("image_embeddings", (1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE))
             context.set_input_shape("point_coords", (b, points, 2))
             context.set_input_shape("point_labels", (b, points))
             context.set_input_shape("mask_input", (m, 1, LOW_RES_SIZE, LOW_RES_SIZE))
