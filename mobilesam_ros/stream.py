@@ -267,10 +267,14 @@ class StreamWorker:
         self._thread = threading.Thread(target=self._run, name="mobilesam-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Close the slot and wait for the worker; False if it is still busy (an encode
+        that outlasts ``timeout``), in which case its engine must not be closed."""
         self.slot.close()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def _run(self) -> None:
         while not self.slot.closed:

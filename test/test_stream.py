@@ -362,3 +362,12 @@ def test_prompt_arriving_during_encoding_applies_to_that_frame():
     np.testing.assert_array_equal(result.prompt_points, [[50, 50]])
     h.worker.step()
     assert h.published[-1] is result  # no second decode of the same frame
+
+
+def test_stop_reports_a_worker_still_busy():
+    h = _Harness(encode_delay=0.6)
+    h.worker.start()
+    h.frame(1)
+    time.sleep(0.2)  # the worker is inside the slow encode
+    assert h.worker.stop(timeout=0.05) is False  # the node then leaves the engine open
+    assert h.worker.stop(timeout=5.0) is True

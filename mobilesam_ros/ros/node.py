@@ -417,11 +417,12 @@ class SegmentNode(Node):
 
     def destroy_node(self) -> None:
         worker = getattr(self, "worker", None)
-        if worker is not None:
-            worker.stop()
+        stopped = worker.stop() if worker is not None else True
         runtime = getattr(getattr(self, "predictor", None), "runtime", None)
         super().destroy_node()
-        if runtime is not None:
+        # an engine still in use by a worker stuck in a long encode is left to the
+        # process exit rather than freed under it
+        if runtime is not None and stopped:
             runtime.close()
 
 
