@@ -211,6 +211,10 @@ class SlotItem:
     key: Hashable = None
 
 
+#: ``FrameSlot.peek_key`` of a waiting frame that has no stamp (no prompt carries it)
+UNSTAMPED = ("unstamped-waiting-frame",)
+
+
 class FrameSlot:
     """Holds only the newest frame: ``put`` replaces, ``take`` empties.
 
@@ -245,9 +249,12 @@ class FrameSlot:
             return item
 
     def peek_key(self) -> Hashable:
-        """The key of the waiting frame (None when empty)."""
+        """The key of the waiting frame: None when empty, ``UNSTAMPED`` for a frame
+        without a stamp (so a prompt before the first frame can still wait for it)."""
         with self._cond:
-            return None if self._item is None else self._item.key
+            if self._item is None:
+                return None
+            return UNSTAMPED if self._item.key is None else self._item.key
 
     def notify(self) -> None:
         """Wake a waiting consumer without a frame (e.g. prompts changed)."""

@@ -371,3 +371,12 @@ def test_stop_reports_a_worker_still_busy():
     time.sleep(0.2)  # the worker is inside the slow encode
     assert h.worker.stop(timeout=0.05) is False  # the node then leaves the engine open
     assert h.worker.stop(timeout=5.0) is True
+
+
+def test_prompt_before_the_first_unstamped_frame_waits_for_it():
+    h = _Harness()
+    h.slot.put(((0, 0), _image()), key=None)  # a camera that leaves stamps at zero
+    h.prompts.add_point(50, 50)
+    h.worker.step()
+    assert h.stats.counters.get("prompt_errors", 0) == 0
+    assert len(h.published[-1]) == 1
