@@ -46,11 +46,13 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def node(synthetic_checkpoint, env, tmp_path_factory):
+def node(exported_model, env, tmp_path_factory):
+    """The prompt-mode node on the deployed path: an exported model on ONNX Runtime (the
+    params-file node below runs the torch backend on a checkpoint)."""
     log = tmp_path_factory.mktemp("node") / "node.log"
     proc = NodeProcess(
-        ["-p", f"model:={synthetic_checkpoint}", "-p", "overlay.max_rate:=0.0", "-p", "diagnostics_period:=0.5",
-         "-r", "image:=/test/image"],
+        ["-p", f"model:={exported_model}", "-p", "backend:=onnxruntime", "-p", "overlay.max_rate:=0.0",
+         "-p", "diagnostics_period:=0.5", "-r", "image:=/test/image"],
         env, log,
     )
     assert proc.wait_for_log("ready:", 90), proc.log()
@@ -198,7 +200,7 @@ def test_bad_input_is_logged_and_skipped_and_the_node_keeps_serving(node, io, cl
 def test_diagnostics(node, io, client):
     assert client.wait_until(lambda: io["diagnostics"], 10)
     status = io["diagnostics"][-1].status[0]
-    assert "mobilesam" in status.name and "torch" in status.hardware_id
+    assert "mobilesam" in status.name and "onnxruntime" in status.hardware_id
     keys = {kv.key for kv in status.values}
     for key in ("input_rate_hz", "output_rate_hz", "latency_ms_mean", "frames_dropped", "last_error",
                 "convert_ms_mean", "encode_ms_mean", "decode_ms_mean", "postprocess_ms_mean", "publish_ms_mean"):
