@@ -90,3 +90,18 @@ def test_help_lists_commands():
     result = _cli("--help")
     assert result.returncode == 0
     assert "segment" in result.stdout
+
+
+def test_mask_input_refines_like_the_reference(parity_dir, expected, tmp_path):
+    """The fixture's `refine` case through the CLI: --mask-input from the best `point` mask."""
+    source = "picture1.jpg/point"
+    mask_in = tmp_path / "prev.npy"
+    np.save(mask_in, expected[f"{source}/low_res_logits"][np.argmax(expected[f"{source}/iou_predictions"])])
+    out = tmp_path / "refined.npz"
+    assert main(["segment", str(parity_dir / "images" / "picture1.jpg"), "--checkpoint", str(parity_dir / "checkpoint.pt"),
+                 "--point", "384.5,385.0,1", "--point", "153.8,616.0,0", "--mask-input", str(mask_in),
+                 "--save-npz", str(out)]) == 0
+    got = np.load(out)
+    assert got["masks"].shape == (1, 770, 769)
+    assert np.abs(got["low_res_logits"] - expected["picture1.jpg/refine/low_res_logits"]).max() <= 1e-3
+    assert mask_ious(got["masks"], expected_masks(expected, "picture1.jpg/refine", 769)).min() >= 0.99
