@@ -30,6 +30,7 @@ Upscaling to the image size is not in the graph (see ``postprocess.py``).
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -177,28 +178,14 @@ class _ImageToToken(nn.Module):
         return scores.flatten(2) @ values
 
 
-class _FastBlock(nn.Module):
-    def __init__(self, block, shared_image: bool) -> None:
-        super().__init__()
-        self.b = block
-        self.token_to_image = _TokenToImage(block.cross_attn_token_to_image, shared_image)
-        self.image_to_token = _ImageToToken(block.cross_attn_image_to_token, shared_image)
-
-    def forward(self, queries, keys, query_pe, key_pe):
-        b = self.b
-        if b.skip_first_layer_pe:
-            queries = b.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + b.self_attn(q=q, k=q, v=queries)
-        queries = b.norm1(queries)
-        k = keys + key_pe
-        q = queries + query_pe
-        queries = b.norm2(queries + self.token_to_image(q, k, keys))
-        queries = b.norm3(queries + b.mlp(queries))
-        q = queries + query_pe
-        keys = b.norm4(keys + self.image_to_token(k, q, queries))
-        return queries, keys
+def _fast_block(block: nn.Module, shared_image: bool) -> nn.Module:
+    """The model's own TwoWayAttentionBlock (same forward, same parameters) with its
+    two cross-attentions swapped for the re-associated ones."""
+    fast = copy.copy(block)
+    fast._modules = dict(block._modules)  # its own module table: the model stays as it was
+    fast.cross_attn_token_to_image = _TokenToImage(block.cross_attn_token_to_image, shared_image)
+    fast.cross_attn_image_to_token = _ImageToToken(block.cross_attn_image_to_token, shared_image)
+    return fast
 
 
 class FastSamDecoder(nn.Module):
@@ -220,7 +207,7 @@ class FastSamDecoder(nn.Module):
         if len(tr.layers) != 2:
             raise ValueError("FastSamDecoder expects SAM's 2-layer two-way transformer")
         self.blocks = nn.ModuleList(
-            [_FastBlock(tr.layers[0], shared_image=True), _FastBlock(tr.layers[1], shared_image=False)]
+            [_fast_block(tr.layers[0], shared_image=True), _fast_block(tr.layers[1], shared_image=False)]
         )
         self.final = _TokenToImage(tr.final_attn_token_to_image, shared_image=False)
         self.norm_final = tr.norm_final_attn
