@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilesam_ros.bench import BenchImage, bench_boxes, format_table, run_bench, stats, synthetic_image
+from mobilesam_ros.bench.model import BenchImage, bench_boxes, format_table, run_bench, stats, synthetic_image
 
 
 def test_stats_and_boxes():
@@ -40,7 +40,7 @@ def test_run_bench_with_onnxruntime(exported_model):
 def test_reference_path_gives_the_same_masks(synthetic_checkpoint, exported_model):
     """The torch mimic of the reference predictor and this package's path agree."""
     pytest.importorskip("torch")
-    from mobilesam_ros.bench import ReferencePredictor
+    from mobilesam_ros.bench.model import ReferencePredictor
     from mobilesam_ros.predictor import SamPredictor
     from mobilesam_ros.runtime import create_runtime
 
@@ -60,7 +60,7 @@ def test_reference_path_gives_the_same_masks(synthetic_checkpoint, exported_mode
 
 def test_bench_command_json(exported_model, tmp_path, monkeypatch, capsys):
     from mobilesam_ros.cli import main
-    from mobilesam_ros.everything import bench as everything_bench
+    from mobilesam_ros.bench import everything as everything_bench
 
     seen = {}
 

@@ -194,7 +194,7 @@ def test_everything_command_errors(parity_dir, tmp_path, capsys):
 
 
 def test_everything_bench(parity_dir, tmp_path):
-    from mobilesam_ros.everything.bench import add_everything_arguments, format_table, run_everything_bench
+    from mobilesam_ros.bench.everything import add_everything_arguments, format_table, run_everything_bench
     from mobilesam_ros.runtime import create_runtime
 
     parser = argparse.ArgumentParser()

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mobilesam_ros.frames import ENCODINGS, FrameError, FrameSlot, decode_compressed, image_to_rgb, scale_to_uint8
+from mobilesam_ros.live.frames import ENCODINGS, FrameError, FrameSlot, decode_compressed, image_to_rgb, scale_to_uint8
 
 H, W = 6, 8
 RNG = np.random.default_rng(0)

@@ -258,7 +258,7 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import numpy as np
-import mobilesam_ros.runtime.tensorrt_backend, mobilesam_ros.runtime.tensorrt_build, mobilesam_ros.bench
+import mobilesam_ros.runtime.tensorrt_backend, mobilesam_ros.runtime.tensorrt_build, mobilesam_ros.bench.model
 from mobilesam_ros.predictor import SamPredictor
 from mobilesam_ros.runtime import create_runtime
 predictor = SamPredictor(create_runtime(sys.argv[1], 'onnxruntime', num_threads=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobilesam_ros.prompts import BOXES, CLEAR, POINTS, PromptError, PromptState, resolve_target, stamp_key
+from mobilesam_ros.live.prompts import BOXES, CLEAR, POINTS, PromptError, PromptState, resolve_target, stamp_key
 
 
 def _bind_all(state: PromptState, key):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mobilesam_ros.node_config import PARAMETERS, SPEC, ConfigError, NodeConfig, spec_table, validate, yaml_text
+from mobilesam_ros.live.config import PARAMETERS, SPEC, ConfigError, NodeConfig, spec_table, validate, yaml_text
 
 REPO = Path(__file__).resolve().parents[1]
 

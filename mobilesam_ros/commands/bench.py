@@ -16,7 +16,7 @@ HELP = "measure the encoder and the decoder (1, 10, 100 boxes, with full-size ma
 def _everything_module():
     """The segment-everything benchmark, when this build has it."""
     try:
-        from ..everything import bench as everything_bench
+        from ..bench import everything as everything_bench
     except ImportError:
         return None
     return everything_bench
@@ -51,7 +51,7 @@ def _parse_counts(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import BenchImage, ReferencePredictor, format_table, run_bench, run_reference_bench
+    from ..bench.model import BenchImage, ReferencePredictor, format_table, run_bench, run_reference_bench
 
     counts = _parse_counts(args.boxes)
     if args.repeats < 1 or args.warmup < 0:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.everything:
         everything = _everything_module()
         if everything is None or not hasattr(everything, "run_everything_bench"):
-            raise CommandError("--everything needs mobilesam_ros.everything.bench, which this build does not have")
+            raise CommandError("--everything needs mobilesam_ros.bench.everything, which this build does not have")
     images = None
     if args.image:
         images = [BenchImage(Path(args.image).name, load_image(args.image))]

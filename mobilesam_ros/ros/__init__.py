@@ -2,5 +2,5 @@
 
 ``node.py`` is the ``segment_node`` executable; ``conversions.py`` turns messages
 into arrays and back; ``params.py`` declares the parameters of
-:mod:`mobilesam_ros.node_config`; ``diagnostics.py`` builds /diagnostics messages.
+:mod:`mobilesam_ros.live.config`; ``diagnostics.py`` builds /diagnostics messages.
 """

@@ -1,5 +1,5 @@
 """ROS messages <-> numpy. Only field access here: the pixel work is in
-:mod:`mobilesam_ros.frames`, so it is tested without ROS.
+:mod:`mobilesam_ros.live.frames`, so it is tested without ROS.
 
 Functions take message objects by duck typing (any object with the fields), so
 they are unit-tested with simple stand-ins where a message package (vision_msgs)
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..frames import decode_compressed, image_to_rgb
-from ..prompts import stamp_key
+from ..live.frames import decode_compressed, image_to_rgb
+from ..live.prompts import stamp_key
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 

@@ -43,12 +43,12 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
-from ..frames import FrameSlot
-from ..node_config import ConfigError, model_help
-from ..node_stats import NodeStats, ThrottledLog, error_kind
+from ..live.frames import FrameSlot
+from ..live.config import ConfigError, model_help
+from ..live.stats import NodeStats, ThrottledLog, error_kind
 from ..predictor import PromptError, SamPredictor
-from ..prompts import PromptState
-from ..stream import StreamSegmenter, StreamWorker
+from ..live.prompts import PromptState
+from ..live.segmenter import StreamSegmenter, StreamWorker
 from ..visualize import draw_overlay
 from .conversions import (
     ImageOut,

@@ -1,4 +1,4 @@
-"""Declare the node's parameters (from mobilesam_ros.node_config.PARAMETERS) and
+"""Declare the node's parameters (from mobilesam_ros.live.config.PARAMETERS) and
 read them back validated."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..node_config import PARAMETERS, NodeConfig, validate
+from ..live.config import PARAMETERS, NodeConfig, validate
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -22,7 +22,7 @@ def _descriptor(spec) -> ParameterDescriptor:
         description=text,
         additional_constraints=constraints,
         read_only=True,  # read once at start-up
-        # the value's type is checked by node_config.validate with a clear message
+        # the value's type is checked by live.config.validate with a clear message
         # (and 5 is accepted where 5.0 is meant) instead of rclpy's type exception
         dynamic_typing=True,
     )
@@ -39,5 +39,5 @@ def declare_parameters(node) -> dict[str, Any]:
 
 
 def read_config(node, check_files: bool = True) -> NodeConfig:
-    """Declare, read and validate; raises node_config.ConfigError listing every problem."""
+    """Declare, read and validate; raises live.config.ConfigError listing every problem."""
     return validate(declare_parameters(node), check_files=check_files)

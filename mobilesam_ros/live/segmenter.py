@@ -18,12 +18,12 @@ from typing import Any, Hashable
 import numpy as np
 
 from .frames import FrameError
-from .node_stats import error_kind
-from .predictor import ImageEmbedding, PromptError, SamPredictor, validate_prompt
+from .stats import error_kind
+from ..predictor import ImageEmbedding, PromptError, SamPredictor, validate_prompt
 from .prompts import CLEAR, ObjectPrompt, PromptState, resolve_target
-from .postprocess import get_postprocessor
-from .runtime.base import LOW_RES_SIZE
-from .visualize import mask_boxes, masks_to_label_image
+from ..postprocess import get_postprocessor
+from ..runtime.base import LOW_RES_SIZE
+from ..visualize import mask_boxes, masks_to_label_image
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Container, Hashable, Sequence
 
 import numpy as np
 
-from .predictor import Prompt, PromptError
+from ..predictor import Prompt, PromptError
 
 PERSISTENCE = ("sticky", "once")
 POINTS, BOXES, CLEAR = "points", "boxes", "clear"

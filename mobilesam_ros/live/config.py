@@ -257,7 +257,7 @@ def yaml_text() -> str:
     import textwrap
 
     lines = [
-        "# Parameters of mobilesam_ros segment_node (generated from mobilesam_ros/node_config.py;",
+        "# Parameters of mobilesam_ros segment_node (generated from mobilesam_ros/live/config.py;",
         "# test/test_ros_config.py checks that this file and the code agree).",
         "# Use: ros2 run mobilesam_ros segment_node --ros-args --params-file config/segment.yaml",
         "#      ros2 launch mobilesam_ros segment.launch.py params_file:=<this file> model:=<model>",

@@ -2,7 +2,7 @@
 on the same image and the same embedding.
 
 ``run_everything_bench(args, runtime) -> dict`` is what ``mobilesam-ros bench
---everything`` calls; ``python -m mobilesam_ros.everything.bench`` runs it alone.
+--everything`` calls; ``python -m mobilesam_ros.bench.everything`` runs it alone.
 Measured per strategy: decoder time (inside the runtime's decode calls), total
 time of ``segment()`` with the embedding given (decoding, filtering, NMS,
 upsampling; no encoder), decoder calls, prompts, masks returned. MobileSAMv2
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..bench import load_average
-from .segmenter import EverythingConfig, EverythingSegmenter
+from .model import load_average
+from ..everything.segmenter import EverythingConfig, EverythingSegmenter
 
 DEFAULT_STRATEGIES = ("boxes", "grid", "hierarchical")
 
@@ -149,7 +149,7 @@ def run_everything_bench(args: Any, runtime) -> dict[str, Any]:
     boxes = None
     if "boxes" in strategies:
         if detector_path:
-            from .discovery import ObjectDiscovery
+            from ..everything.discovery import ObjectDiscovery
 
             detector = ObjectDiscovery(detector_path)
             t0 = time.perf_counter()
@@ -288,7 +288,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.everything.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.everything", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint (.pt) or exported model directory")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=0)

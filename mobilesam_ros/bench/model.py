@@ -163,9 +163,9 @@ def run_bench(
     """Measure ``runtime`` through ``SamPredictor``: the encoder on the first image, then
     per image and box count ``predict_boxes``'s work (batched decoder + post-processing
     to full-size masks), split into decoder and post-processing."""
-    from .postprocess import get_postprocessor
-    from .predictor import Prompt, SamPredictor
-    from .transforms import ImagePreprocessor, resize_longest_side
+    from ..postprocess import get_postprocessor
+    from ..predictor import Prompt, SamPredictor
+    from ..transforms import ImagePreprocessor, resize_longest_side
 
     images = list(images) if images else default_images()
     predictor = SamPredictor(runtime, max_batch=max(boxes))
@@ -244,7 +244,7 @@ class ReferencePredictor:
     def __init__(self, checkpoint, num_threads: int = 0) -> None:
         import torch
 
-        from .modeling import load_sam
+        from ..modeling import load_sam
 
         if num_threads > 0:
             torch.set_num_threads(num_threads)
@@ -262,7 +262,7 @@ class ReferencePredictor:
             return self.sam.image_encoder(self.torch.from_numpy(image)).numpy()
 
     def set_image(self, rgb: np.ndarray) -> None:
-        from .transforms import ImagePreprocessor, preprocess_shape, resize_longest_side
+        from ..transforms import ImagePreprocessor, preprocess_shape, resize_longest_side
 
         tensor = ImagePreprocessor()(resize_longest_side(rgb))
         self._embedding = self.torch.from_numpy(self.encode(tensor))
@@ -271,7 +271,7 @@ class ReferencePredictor:
     def predict_boxes(self, boxes: np.ndarray) -> np.ndarray:
         import torch.nn.functional as F
 
-        from .transforms import apply_boxes
+        from ..transforms import apply_boxes
 
         torch = self.torch
         original_size, input_size = self._sizes
@@ -300,7 +300,7 @@ def run_reference_bench(
     encoder_repeats: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    from .transforms import ImagePreprocessor, resize_longest_side
+    from ..transforms import ImagePreprocessor, resize_longest_side
 
     images = list(images) if images else default_images()
     result: dict = {"backend": reference.name, "runtime": reference.describe(), "machine": machine_info(),
