@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # subcommand name -> module under mobilesam_ros.commands
@@ -22,6 +23,7 @@ COMMANDS = {
     "demo": "demo",
     "download": "download",
     "synthetic-checkpoint": "synthetic",
+    "bag": "bag",
 }
 
 
@@ -47,9 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: a comma-separated list of numbers that starts with a minus sign ("-50,-50,100,100")
+_NEGATIVE_LIST = re.compile(r"^-(\d|\.\d)[^,]*(,[^,]*)+$")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """``--box -50,-50,100,100`` -> ``--box=-50,-50,100,100``: argparse takes a value
+    that starts with '-' (and is not a plain negative number) for an option and
+    fails; users type it with a space like any other value."""
+    out: list[str] = []
+    for token in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_LIST.match(token)):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args._run(args) or 0)
     except CommandError as exc:

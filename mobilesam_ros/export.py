@@ -1,8 +1,8 @@
 """Checkpoint -> ``encoder.onnx`` + ``decoder.onnx`` + ``model.json``, validated.
 
 The encoder graph is the model's own (``SamEncoder``). The decoder graph is, by
-default, ``FastSamDecoder``: the same maths as ``SamDecoder`` (and so as the
-reference) rewritten so that the per-prompt work is about half:
+default, ``FastSamDecoder`` (``modeling/fast_decoder.py``; the torch backend runs it
+too): the same maths as ``SamDecoder`` (and so as the reference) rewritten so that the per-prompt work is about half:
 
 * attention against the 4096 image tokens is re-associated so the big
   ``(4096 x 256) @ (256 x 128)`` projections of per-prompt image tokens never run.
@@ -30,10 +30,8 @@ Upscaling to the image size is not in the graph (see ``postprocess.py``).
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
-import math
 import os
 import sys
 import time
@@ -43,13 +41,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
 from .modeling import SamDecoder, SamEncoder, load_sam
+from .modeling.fast_decoder import FastSamDecoder
 from .transforms import PIXEL_MEAN_RGB, PIXEL_STD_RGB
-from .weights import MOBILE_SAM_SHA256, sha256_file
+from .variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, always_three_masks, check_variant
+from .weights import MOBILE_SAM_SHA256, PROMPT_GUIDED_DECODER_SHA256, sha256_file
 from .runtime.base import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
@@ -86,184 +85,6 @@ DYNAMIC_AXES = {
 
 class ExportError(RuntimeError):
     """Export failed (a tool is missing, or the exported graph does not match PyTorch)."""
-
-
-# ---------------------------------------------------------------------------------
-# The fast decoder graph
-# ---------------------------------------------------------------------------------
-def _heads_out_in(linear: nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """nn.Linear(in, out) -> weight (heads, out/heads, in), bias (heads, out/heads)."""
-    w = linear.weight.detach()
-    b = linear.bias.detach()
-    return w.reshape(heads, -1, w.shape[1]).clone(), b.reshape(heads, -1).clone()
-
-
-class _TokenToImage(nn.Module):
-    """Attention of T prompt tokens (queries) over the 4096 image tokens.
-
-    Standard: ``softmax(Q K^T / sqrt(d)) V`` with ``K = k Wk^T + bk``, ``V = v Wv^T + bv``
-    over per-prompt image tokens. Here ``Q_h Wk_h`` (T x 256 per head) multiplies the
-    image tokens directly, and the attention-weighted image tokens are projected by
-    ``Wv_h`` afterwards. The ``Q_h . bk_h`` term is constant along the softmax axis
-    and is left out.
-    """
-
-    def __init__(self, attn, shared_image: bool) -> None:
-        super().__init__()
-        self.heads = attn.num_heads
-        self.shared_image = shared_image
-        self.attn = attn  # keeps q_proj, out_proj (and k/v for the shared form)
-        head_dim = attn.internal_dim // attn.num_heads
-        self.scale = 1.0 / math.sqrt(head_dim)
-        wk, _ = _heads_out_in(attn.k_proj, self.heads)  # (h, d, C)
-        wv, bv = _heads_out_in(attn.v_proj, self.heads)  # (h, d, C)
-        self.register_buffer("wk", wk * self.scale, persistent=False)
-        self.register_buffer("wv_t", wv.transpose(1, 2).contiguous(), persistent=False)  # (h, C, d)
-        self.register_buffer("bv", bv.reshape(1, self.heads, 1, -1), persistent=False)  # (1, h, 1, d)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (B, T, C) prompt tokens; k, v (1 or B, 4096, C) image tokens -> (B, T, C)."""
-        if self.shared_image:
-            return self.attn(q, k, v)  # k, v projections computed once for all prompts
-        batch, tokens, _ = q.shape
-        qp = self.attn.q_proj(q).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
-        a = (qp @ self.wk).flatten(1, 2)  # (B, h*T, C)
-        scores = torch.softmax(a @ k.transpose(1, 2), dim=-1)  # (B, h*T, 4096)
-        weighted = (scores @ v).unflatten(1, (self.heads, -1))  # (B, h, T, C)
-        out = weighted @ self.wv_t + self.bv  # (B, h, T, d)
-        return self.attn.out_proj(out.transpose(1, 2).flatten(2))
-
-
-class _ImageToToken(nn.Module):
-    """Attention of the 4096 image tokens (queries) over the T prompt tokens.
-
-    The output projection is folded into the T values (``V_h Wo_h``, T x 256 per
-    head), so the per-image-token work is one (4096 x hT) @ (hT x 256) product. For
-    per-prompt image tokens (``shared_image=False``) the query projection is folded
-    into the keys as well (``Wq_h^T K_h``, 256 x T per head).
-    """
-
-    def __init__(self, attn, shared_image: bool) -> None:
-        super().__init__()
-        self.heads = attn.num_heads
-        self.shared_image = shared_image
-        self.attn = attn
-        head_dim = attn.internal_dim // attn.num_heads
-        self.scale = 1.0 / math.sqrt(head_dim)
-        wq, bq = _heads_out_in(attn.q_proj, self.heads)  # (h, d, C), (h, d)
-        self.register_buffer("wq", wq * self.scale, persistent=False)
-        self.register_buffer("bq", (bq * self.scale).reshape(1, self.heads, 1, -1), persistent=False)
-        wo = attn.out_proj.weight.detach()  # (C, h*d)
-        self.register_buffer(
-            "wo_heads", wo.t().reshape(self.heads, -1, wo.shape[0]).contiguous(), persistent=False
-        )  # (h, d, C)
-        # each head's attention rows sum to one, so adding bo / heads to every folded
-        # value row adds exactly bo to the output: no separate (4096 x C) bias pass
-        self.register_buffer("bo", attn.out_proj.bias.detach().clone() / self.heads, persistent=False)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (1 or B, 4096, C) image tokens; k, v (B, T, C) prompt tokens -> (B, 4096, C)."""
-        kp = self.attn.k_proj(k).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
-        vp = self.attn.v_proj(v).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, d)
-        if self.shared_image:
-            qp = self.attn.q_proj(q).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (1, h, 4096, d)
-            scores = (qp @ kp.transpose(-1, -2)) * self.scale  # (B, h, 4096, T)
-            scores = torch.softmax(scores, dim=-1).permute(0, 2, 1, 3)  # (B, 4096, h, T)
-        else:
-            folded = (kp @ self.wq).flatten(1, 2)  # (B, h*T, C)
-            bias = (kp * self.bq).sum(-1).flatten(1).unsqueeze(1)  # (B, 1, h*T)
-            scores = q @ folded.transpose(1, 2) + bias  # (B, 4096, h*T)
-            scores = torch.softmax(scores.unflatten(-1, (self.heads, -1)), dim=-1)  # (B, 4096, h, T)
-        values = (vp @ self.wo_heads + self.bo).flatten(1, 2)  # (B, h*T, C)
-        return scores.flatten(2) @ values
-
-
-def _fast_block(block: nn.Module, shared_image: bool) -> nn.Module:
-    """The model's own TwoWayAttentionBlock (same forward, same parameters) with its
-    two cross-attentions swapped for the re-associated ones."""
-    fast = copy.copy(block)
-    fast._modules = dict(block._modules)  # its own module table: the model stays as it was
-    fast.cross_attn_token_to_image = _TokenToImage(block.cross_attn_token_to_image, shared_image)
-    fast.cross_attn_image_to_token = _ImageToToken(block.cross_attn_image_to_token, shared_image)
-    return fast
-
-
-class FastSamDecoder(nn.Module):
-    """``SamDecoder``'s inputs and outputs, re-associated for speed (see the module doc).
-
-    Built from a loaded ``Sam``; it shares (does not copy) the modules' parameters,
-    plus a few re-arranged copies of projection weights as buffers.
-    """
-
-    def __init__(self, sam, num_mask_outputs: int = 4) -> None:
-        super().__init__()
-        if num_mask_outputs not in (1, 4):
-            raise ValueError("num_mask_outputs must be 4 or 1")
-        self.k = num_mask_outputs
-        self.prompt_encoder = sam.prompt_encoder
-        md = sam.mask_decoder
-        self.md = md
-        tr = md.transformer
-        if len(tr.layers) != 2:
-            raise ValueError("FastSamDecoder expects SAM's 2-layer two-way transformer")
-        self.blocks = nn.ModuleList(
-            [_fast_block(tr.layers[0], shared_image=True), _fast_block(tr.layers[1], shared_image=False)]
-        )
-        self.final = _TokenToImage(tr.final_attn_token_to_image, shared_image=False)
-        self.norm_final = tr.norm_final_attn
-        with torch.no_grad():
-            pe = self.prompt_encoder.get_dense_pe()  # (1, C, 64, 64)
-            self.register_buffer("key_pe", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
-            up1, ln1, _, up2, _ = md.output_upscaling
-            # ConvTranspose2d weight (in, out, kh, kw) -> (in, kh*kw*out): column (i*2+j)*out + o
-            w1 = up1.weight.detach()
-            self.register_buffer("w1", w1.permute(0, 2, 3, 1).reshape(w1.shape[0], -1).contiguous(), persistent=False)
-            self.register_buffer("b1", up1.bias.detach().repeat(4), persistent=False)
-            w2 = up2.weight.detach()
-            self.register_buffer("w2", w2.permute(0, 2, 3, 1).reshape(w2.shape[0], -1).contiguous(), persistent=False)
-            self.register_buffer("b2", up2.bias.detach().repeat(4), persistent=False)
-            self.ln1 = ln1  # LayerNorm2d over the 64 channels
-            tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
-            self.register_buffer("output_tokens", tokens.detach().unsqueeze(0).clone(), persistent=False)
-        self.c1 = w1.shape[1]
-        self.c2 = w2.shape[1]
-
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        sparse = self.prompt_encoder.embed_points(point_coords, point_labels)  # (B, N, C)
-        dense = self.prompt_encoder.embed_masks(mask_input, has_mask_input)  # (1 or B, C, 64, 64)
-        batch = sparse.shape[0]
-        tokens = torch.cat((self.output_tokens.expand(batch, -1, -1), sparse), dim=1)  # (B, T, C)
-        src = image_embeddings + dense
-        keys = src.flatten(2).transpose(1, 2)  # (1 or B, 4096, C)
-        queries = tokens
-        for block in self.blocks:
-            queries, keys = block(queries, keys, tokens, self.key_pe)
-        # only the IoU token and the used mask tokens go through the final attention
-        used = 1 + self.k
-        queries = queries[:, :used]
-        point_pe = tokens[:, :used]
-        q = queries + point_pe
-        k = keys + self.key_pe
-        queries = self.norm_final(queries + self.final(q, k, keys))
-        iou = self.md.iou_prediction_head(queries[:, 0])[:, : self.k]
-        hyper = torch.stack(
-            [self.md.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in range(self.k)], dim=1
-        )  # (B, K, 32)
-
-        # upscaling: two 2x2 stride-2 transposed convolutions as 2-D MatMuls on tokens
-        # (2-D so that ONNX Runtime fuses the bias into a Gemm instead of a separate pass)
-        x = keys.reshape(-1, keys.shape[-1]) @ self.w1 + self.b1  # (B*4096, 4*64)  [b, y, x] x [i, j, o]
-        x = x.reshape(-1, self.c1)
-        x = F.layer_norm(x, (self.c1,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
-        x = F.gelu(x)
-        x = F.gelu(x @ self.w2 + self.b2)  # (B*4096*4, 4*32)  [b, y, x, i, j] x [k, l, o]
-        x = x.reshape(batch, EMBED_SIZE * EMBED_SIZE * 16, self.c2)
-        masks = hyper @ x.transpose(1, 2)  # (B, K, 65536) in (y, x, i, j, k, l) order
-        side = EMBED_SIZE
-        masks = masks.reshape(batch, self.k, side, side, 2, 2, 2, 2)  # y, x, i, j, k, l
-        masks = masks.permute(0, 1, 2, 4, 6, 3, 5, 7)  # y, i, k, x, j, l
-        masks = masks.reshape(batch, self.k, LOW_RES_SIZE, LOW_RES_SIZE)
-        return iou, masks
 
 
 # ---------------------------------------------------------------------------------
@@ -521,6 +342,19 @@ def _versions() -> dict:
     return versions
 
 
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (outermost first)."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
 def export_model(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -528,81 +362,129 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     single_mask: bool = False,
     decoder_graph: str = "fast",
-    variant: str = "mobilesam",
+    variant: str = DEFAULT_VARIANT,
+    decoder_checkpoint: str | os.PathLike | None = None,
     validate: bool = True,
     encoder: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export a checkpoint to ``out_dir`` (encoder.onnx, decoder.onnx, model.json).
 
+    ``variant`` ("mobilesam", "tinysam") is recorded in model.json and decides how every
+    runtime decodes prompts (TinySAM: always the three multimask outputs, so
+    ``single_mask`` is refused). ``decoder_checkpoint``: MobileSAMv2's
+    ``Prompt_guided_Mask_Decoder.pt``, whose prompt encoder and mask decoder replace the
+    checkpoint's (recorded in model.json with its sha256).
+
     With ``validate`` (the default) both graphs run in ONNX Runtime against PyTorch on
-    the same weights and a mismatch raises ``ExportError`` (the files stay, for
-    inspection, but model.json is not written). ``encoder=False`` re-exports only the
-    decoder into a directory that already has an encoder (tests, experiments).
+    the same weights and a mismatch raises ``ExportError``. On any failure nothing this
+    export wrote stays behind (no model.json, no ONNX files, no directory it created).
+    ``encoder=False`` re-exports only the decoder into a directory that already has an
+    encoder (tests, experiments).
     """
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     out = Path(out_dir)
+    variant = check_variant(variant)
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
     if decoder_graph not in DECODER_GRAPHS:
         raise ValueError(f"decoder graph must be one of {DECODER_GRAPHS}, not '{decoder_graph}'")
-    out.mkdir(parents=True, exist_ok=True)
-    num_mask_outputs = 1 if single_mask else 4
-    sam = load_sam(checkpoint)
-    digest = sha256_file(checkpoint)
-    stale = out / MODEL_JSON
-    if stale.exists():
-        stale.unlink()  # never leave a model.json that describes other files
-
+    if single_mask and always_three_masks(variant):
+        raise ValueError(
+            f"--single-mask is refused for {variant}: its reference decodes every prompt with the three "
+            "multimask outputs (tokens 1..3) and never trained or evaluated the single-mask output"
+        )
+    if decoder_checkpoint is not None and variant != DEFAULT_VARIANT:
+        raise ValueError(
+            f"--decoder-checkpoint is MobileSAMv2's prompt-guided decoder, used with MobileSAM's encoder; it does "
+            f"not go with --variant {variant}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
     encoder_path, decoder_path = out / ENCODER_FILE, out / DECODER_FILE
-    if encoder:
+    if not encoder and not encoder_path.exists():
+        raise ValueError(f"{encoder_path} is missing: export the encoder too (drop --decoder-only)")
+    num_mask_outputs = 1 if single_mask else 4
+    # everything that can fail on the inputs fails before anything is written
+    sam = load_sam(checkpoint, decoder_checkpoint)
+    digest = sha256_file(checkpoint)
+    prompt_decoder = None
+    if decoder_checkpoint is not None:
+        decoder_digest = sha256_file(decoder_checkpoint)
+        prompt_decoder = {
+            "kind": PROMPT_GUIDED_DECODER,
+            "file": Path(decoder_checkpoint).name,
+            "sha256": decoder_digest,
+            # the official file's sha256 is not published (see weights.py): None = unknown
+            "official": None if PROMPT_GUIDED_DECODER_SHA256 is None else decoder_digest == PROMPT_GUIDED_DECODER_SHA256,
+        }
+
+    created = _make_dirs(out)
+    written: list[Path] = []
+    try:
+        stale = out / MODEL_JSON
+        if stale.exists():
+            stale.unlink()  # never leave a model.json that describes other files
+        if encoder:
+            t = time.perf_counter()
+            written.append(encoder_path)
+            export_encoder(sam, encoder_path, opset)
+            log(f"wrote {encoder_path} ({encoder_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
-        export_encoder(sam, encoder_path, opset)
-        log(f"wrote {encoder_path} ({encoder_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
-    elif not encoder_path.exists():
-        raise ExportError(f"{encoder_path} is missing: export the encoder too")
-    t = time.perf_counter()
-    export_decoder(sam, decoder_path, opset, num_mask_outputs, decoder_graph)
-    log(
-        f"wrote {decoder_path} ({decoder_path.stat().st_size / 1e6:.1f} MB, {decoder_graph} graph, "
-        f"{num_mask_outputs} mask output{'s' if num_mask_outputs > 1 else ''}, {time.perf_counter() - t:.1f} s)"
-    )
+        written.append(decoder_path)
+        export_decoder(sam, decoder_path, opset, num_mask_outputs, decoder_graph)
+        log(
+            f"wrote {decoder_path} ({decoder_path.stat().st_size / 1e6:.1f} MB, {decoder_graph} graph, "
+            f"{num_mask_outputs} mask output{'s' if num_mask_outputs > 1 else ''}, {time.perf_counter() - t:.1f} s)"
+        )
 
-    validation = {"skipped": True}
-    if validate:
-        log("validating with ONNX Runtime against PyTorch ...")
-        validation = validate_export(sam, out, num_mask_outputs, decoder_graph, log, encoder=encoder)
+        validation = {"skipped": True}
+        if validate:
+            log("validating with ONNX Runtime against PyTorch ...")
+            validation = validate_export(sam, out, num_mask_outputs, decoder_graph, log, encoder=encoder)
 
-    info = {
-        "format": "mobilesam_ros.onnx",
-        "format_version": FORMAT_VERSION,
-        "variant": variant,
-        "checkpoint": {"file": checkpoint.name, "sha256": digest, "official": digest == MOBILE_SAM_SHA256},
-        "opset": opset,
-        "precision": "fp32",
-        "num_mask_outputs": num_mask_outputs,
-        "decoder_graph": decoder_graph,
-        "image_size": IMAGE_SIZE,
-        "embedding_shape": [1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE],
-        "low_res_size": LOW_RES_SIZE,
-        "preprocessing": {
-            "resize": "longest side to 1024, PIL bilinear",
-            "pixel_mean": list(PIXEL_MEAN_RGB),
-            "pixel_std": list(PIXEL_STD_RGB),
-            "pad": "zeros, bottom and right, to 1024x1024",
-        },
-        "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},
-        "decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder_path), **_io_spec(decoder_path)},
-        "exported_with": _versions(),
-        "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "validation": validation,
-    }
-    for part in ("encoder", "decoder"):
-        info[part].pop("ops")
-    tmp = out / (MODEL_JSON + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out / MODEL_JSON)
+        info = {
+            "format": "mobilesam_ros.onnx",
+            "format_version": FORMAT_VERSION,
+            "variant": variant,
+            "checkpoint": {"file": checkpoint.name, "sha256": digest, "official": digest == MOBILE_SAM_SHA256},
+            "prompt_decoder": prompt_decoder,
+            "opset": opset,
+            "precision": "fp32",
+            "num_mask_outputs": num_mask_outputs,
+            "decoder_graph": decoder_graph,
+            "image_size": IMAGE_SIZE,
+            "embedding_shape": [1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE],
+            "low_res_size": LOW_RES_SIZE,
+            "preprocessing": {
+                "resize": "longest side to 1024, PIL bilinear",
+                "pixel_mean": list(PIXEL_MEAN_RGB),
+                "pixel_std": list(PIXEL_STD_RGB),
+                "pad": "zeros, bottom and right, to 1024x1024",
+            },
+            "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},
+            "decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder_path), **_io_spec(decoder_path)},
+            "exported_with": _versions(),
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "validation": validation,
+        }
+        for part in ("encoder", "decoder"):
+            info[part].pop("ops")
+        tmp = out / (MODEL_JSON + ".tmp")
+        written.append(tmp)
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, out / MODEL_JSON)
+    except BaseException:
+        for path in written:
+            for leftover in (path, path.with_suffix(path.suffix + ".tmp")):
+                leftover.unlink(missing_ok=True)
+        for directory in reversed(created):
+            try:
+                directory.rmdir()  # only if empty: never what someone else put there
+            except OSError:
+                break
+        raise
     seconds = time.perf_counter() - started
     log(f"wrote {out / MODEL_JSON} ({seconds:.1f} s in all)")
     return ExportResult(out, info, seconds, [encoder_path, decoder_path, out / MODEL_JSON])

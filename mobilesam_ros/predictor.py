@@ -15,10 +15,45 @@ import numpy as np
 from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
 from .postprocess import get_postprocessor
 from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
+from .variants import DEFAULT_VARIANT, always_three_masks
 
 # SAM's token order: 0 = single-mask output, 1..3 = multimask outputs
 SINGLE_MASK_TOKENS = slice(0, 1)
 MULTIMASK_TOKENS = slice(1, 4)
+
+
+def output_tokens(variant: str, num_mask_outputs: int, multimask_output: bool) -> slice:
+    """Which decoder outputs a prompt gets: THE place this is decided (the predictor,
+    segment-everything, the live pipeline all ask here).
+
+    MobileSAM (and MobileSAMv2's decoder): token 0, or tokens 1..3 when three
+    candidates are asked for. TinySAM: tokens 1..3 for every prompt (its reference
+    predictor has no single-mask path); callers that want one mask per object take
+    the best-scored of them (``select_best``).
+    """
+    if num_mask_outputs == 1:
+        if always_three_masks(variant):
+            raise ValueError(f"a {variant} model needs the 4-output decoder (exported without --single-mask)")
+        if multimask_output:
+            raise ValueError("this model was exported with a single-mask decoder; multimask output is unavailable")
+        return SINGLE_MASK_TOKENS
+    if always_three_masks(variant):
+        return MULTIMASK_TOKENS
+    return MULTIMASK_TOKENS if multimask_output else SINGLE_MASK_TOKENS
+
+
+def select_best(iou: np.ndarray, logits: np.ndarray, keepdims: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The best-scored output per prompt: iou (..., M), logits or masks (..., M, h, w)
+    -> (...,), (..., h, w) (``keepdims``: M kept as 1). With M = 1 this is that output."""
+    iou = np.asarray(iou)
+    if iou.shape[-1] == 1:  # nothing to choose: views, no copy (a 320-box chunk is 84 MB of logits)
+        return (iou, logits) if keepdims else (iou[..., 0], logits[..., 0, :, :])
+    best = np.argmax(iou, axis=-1)[..., None]
+    best_iou = np.take_along_axis(iou, best, axis=-1)
+    best_maps = np.take_along_axis(logits, best[..., None, None], axis=-3)
+    if keepdims:
+        return best_iou, best_maps
+    return best_iou[..., 0], best_maps[..., 0, :, :]
 
 LABEL_PADDING, LABEL_BACKGROUND, LABEL_FOREGROUND, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
 
@@ -58,6 +93,13 @@ class Prediction:
     iou_predictions: np.ndarray  # (M,) or (B, M)
     low_res_logits: np.ndarray  # (M, 256, 256) or (B, M, 256, 256)
     extra: dict = field(default_factory=dict)
+
+    def best(self) -> "Prediction":
+        """One mask per object: the best-scored of its M outputs (M kept as 1, so the
+        shapes are those of a single-mask prediction). TinySAM's demos do this."""
+        iou, masks = select_best(self.iou_predictions, self.masks, keepdims=True)
+        _, logits = select_best(self.iou_predictions, self.low_res_logits, keepdims=True)
+        return Prediction(masks, iou, logits, dict(self.extra))
 
 
 def validate_prompt(prompt: Prompt, original_size: tuple[int, int]) -> None:
@@ -165,25 +207,33 @@ class SamPredictor:
         return embedding
 
     # --- decoding -------------------------------------------------------------------
-    def _tokens(self, multimask_output: bool) -> slice:
-        if self.runtime.num_mask_outputs == 1:
-            if multimask_output:
-                raise ValueError("this model was exported with a single-mask decoder; multimask output is unavailable")
-            return slice(0, 1)
-        return MULTIMASK_TOKENS if multimask_output else SINGLE_MASK_TOKENS
+    @property
+    def variant(self) -> str:
+        """The model's variant (``variants.VARIANTS``), from the runtime."""
+        return getattr(self.runtime, "variant", DEFAULT_VARIANT)
+
+    @property
+    def always_three_masks(self) -> bool:
+        """True when every prompt yields three masks whatever is asked (TinySAM)."""
+        return always_three_masks(self.variant)
+
+    def tokens(self, multimask_output: bool) -> slice:
+        """The decoder outputs a prompt gets on this model (see ``output_tokens``)."""
+        return output_tokens(self.variant, self.runtime.num_mask_outputs, multimask_output)
 
     def decode_low_res(
         self, prompts: Sequence[Prompt], multimask_output: bool = False, embedding: ImageEmbedding | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Decode many prompts in as few batched calls as possible.
 
-        Returns iou (P, M) and low-res logits (P, M, 256, 256) in prompt order. Prompts
+        Returns iou (P, M) and low-res logits (P, M, 256, 256) in prompt order; M is 1
+        or 3 as ``tokens`` decides (always 3 for TinySAM). Prompts
         are grouped by their number of decoder points, so no prompt gets extra padding
         tokens (which would change its result relative to the reference), and each
         group runs in chunks of at most ``max_batch``.
         """
         emb = self._embedding(embedding)
-        tokens = self._tokens(multimask_output)
+        tokens = self.tokens(multimask_output)
         num_masks = tokens.stop - tokens.start
         iou_out = np.empty((len(prompts), num_masks), np.float32)
         logits_out = np.empty((len(prompts), num_masks, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
@@ -209,6 +259,14 @@ class SamPredictor:
                 logits_out[chunk] = out.low_res_masks[:, tokens]
         return iou_out, logits_out
 
+    def decode_best(
+        self, prompts: Sequence[Prompt], multimask_output: bool = False, embedding: ImageEmbedding | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One mask per prompt as the model's authors pick it: iou (P,), low-res logits
+        (P, 256, 256). MobileSAM: token 0 (``multimask_output``: best of tokens 1..3);
+        TinySAM: always the best-scored of tokens 1..3."""
+        return select_best(*self.decode_low_res(prompts, multimask_output, embedding))
+
     def predict(
         self,
         point_coords: np.ndarray | None = None,
@@ -218,7 +276,8 @@ class SamPredictor:
         multimask_output: bool = True,
         embedding: ImageEmbedding | None = None,
     ) -> Prediction:
-        """One object: masks (M, H, W), iou (M,), low-res logits (M, 256, 256)."""
+        """One object: masks (M, H, W), iou (M,), low-res logits (M, 256, 256); M = 3
+        for TinySAM whatever ``multimask_output`` says (``Prediction.best()`` picks one)."""
         emb = self._embedding(embedding)
         prompt = Prompt(point_coords, point_labels, box, mask_input)
         iou, logits = self.decode_low_res([prompt], multimask_output, emb)

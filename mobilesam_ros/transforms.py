@@ -27,13 +27,29 @@ PIXEL_MEAN = np.array(PIXEL_MEAN_RGB, np.float32)
 PIXEL_STD = np.array(PIXEL_STD_RGB, np.float32)
 
 
+#: Pillow modes of grey images deeper than 8 bits (16-bit PNG, 32-bit int / float TIFF)
+_DEEP_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
 def read_rgb(path) -> np.ndarray:
     """An image file -> HxWx3 uint8 RGB, upright per its EXIF orientation (Pillow's
-    errors pass through)."""
+    errors pass through).
+
+    Deeper-than-8-bit grey (a 16-bit PNG from a depth or thermal camera) is scaled
+    from the image's min..max to 0..255, exactly as the node scales ``mono16`` frames
+    and 16-bit compressed PNGs (``live.frames.scale_to_uint8``): one reader, one
+    behaviour. (Pillow's ``convert("RGB")`` clips such images to 255: all white.)
+    """
     from PIL import ImageOps
 
     with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        img = ImageOps.exif_transpose(img)
+        if img.mode in _DEEP_GREY_MODES:
+            from .live.frames import scale_to_uint8
+
+            grey = scale_to_uint8(np.asarray(img))
+            return np.repeat(grey[:, :, None], 3, axis=2)
+        return np.asarray(img.convert("RGB"))
 
 
 def preprocess_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[int, int]:

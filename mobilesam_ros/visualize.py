@@ -33,8 +33,9 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def masks_to_label_image(masks: np.ndarray, dtype=np.uint16) -> np.ndarray:
-    """(K, H, W) bool -> (H, W) instance ids: 0 background, mask i gets id i + 1.
+def masks_to_label_image(masks: np.ndarray, dtype=np.uint16, ids=None) -> np.ndarray:
+    """(K, H, W) bool -> (H, W) instance ids: 0 background, mask i gets ``ids[i]``
+    (default i + 1; track ids when tracking).
 
     Larger masks are drawn first, so a small object lying on a large one keeps its
     own id where they overlap.
@@ -45,13 +46,54 @@ def masks_to_label_image(masks: np.ndarray, dtype=np.uint16) -> np.ndarray:
     labels = np.zeros(masks.shape[1:], dtype)
     if len(masks) > np.iinfo(dtype).max:
         raise ValueError(f"{len(masks)} instances do not fit in {np.dtype(dtype).name}")
+    values = np.arange(1, len(masks) + 1) if ids is None else np.asarray(ids, np.int64).reshape(-1)
+    if len(values) != len(masks) or (len(values) and (values.min() < 1 or values.max() > np.iinfo(dtype).max)):
+        raise ValueError(f"need {len(masks)} ids in 1..{np.iinfo(dtype).max}, got {values.tolist()}")
     areas = masks.sum(axis=(1, 2))
     boxes = mask_boxes(masks).astype(int)
     for i in np.argsort(-areas, kind="stable"):
         x0, y0, x1, y1 = boxes[i]
         # write only inside the mask's box: most instances cover a small part of the frame
-        np.copyto(labels[y0:y1, x0:x1], i + 1, where=masks[i, y0:y1, x0:x1], casting="unsafe")
+        np.copyto(labels[y0:y1, x0:x1], values[i], where=masks[i, y0:y1, x0:x1], casting="unsafe")
     return labels
+
+
+def place_labels(anchors: list[tuple[int, int]], sizes: list[tuple[int, int]],
+                 shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """Text origins (bottom-left, as cv2.putText takes them) for labels of the given
+    (width, height) wanted with their top-left at ``anchors``: inside the image and
+    clear of the labels already placed (the nearest free slot: below first, then
+    above, then beside), so masks that share a corner (all touching (0, 0)) do not
+    get their scores printed on top of each other. Overlaps only when the image has
+    no room left."""
+    height, width = shape
+    placed: list[tuple[int, int, int, int]] = []  # x0, y0, x1, y1, margins included
+
+    def free(box):
+        return all(box[2] <= p[0] or p[2] <= box[0] or box[3] <= p[1] or p[3] <= box[1] for p in placed)
+
+    origins = []
+    for (ax, ay), (w, h) in zip(anchors, sizes):
+        step_x, step_y = w + 4, h + 6
+        cx = min(max(ax, 0), max(width - w, 0))
+        cy = min(max(ay, 0), max(height - step_y, 0))
+        best = (cx, cy)
+        # rows below, then above, then the same in the next columns right and left
+        for col in (0, 1, -1, 2, -2):
+            x = cx + col * step_x
+            if x < 0 or x + w > width:
+                continue
+            rows = [cy + k * step_y for k in range(0, len(placed) + 1)] + \
+                   [cy - k * step_y for k in range(1, len(placed) + 1)]
+            spot = next(((x, y) for y in rows if 0 <= y <= height - step_y and free((x, y, x + step_x, y + step_y))),
+                        None)
+            if spot is not None:
+                best = spot
+                break
+        x, y = best
+        placed.append((x, y, x + step_x, y + step_y))
+        origins.append((x, y + h + 2))
+    return origins
 
 
 def draw_overlay(
@@ -62,29 +104,39 @@ def draw_overlay(
     point_labels: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
     alpha: float = 0.5,
+    ids=None,
 ) -> np.ndarray:
     """Colour each mask, outline it, mark prompt points (green fg / red bg) and boxes,
-    and print each mask's score at its top-left. Returns a new RGB uint8 image."""
+    and print each mask's score at its top-left. With ``ids`` (track ids) an object's
+    colour comes from its id, so it keeps its colour from frame to frame, and its label
+    reads "#id score". Returns a new RGB uint8 image."""
     out = np.array(image, np.uint8, copy=True)
     if out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
     masks = np.asarray(masks, bool).reshape(-1, *out.shape[:2]) if np.size(masks) else np.zeros((0, *out.shape[:2]), bool)
     labels = masks_to_label_image(masks) if len(masks) else None
+    colour_keys = list(range(len(masks))) if ids is None else [int(v) for v in np.ravel(ids)]
     if labels is not None:
-        palette = np.array([(0, 0, 0)] + [instance_colour(i) for i in range(len(masks))], np.float32)
+        palette = np.array([(0, 0, 0)] + [instance_colour(k) for k in colour_keys], np.float32)
         inside = labels > 0
         out[inside] = (out[inside] * (1 - alpha) + palette[labels[inside]] * alpha).astype(np.uint8)
         thickness = max(1, round(max(out.shape[:2]) / 500))
         for i, mask in enumerate(masks):
             contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, contours, -1, instance_colour(i), thickness)
+            cv2.drawContours(out, contours, -1, instance_colour(colour_keys[i]), thickness)
         if scores is not None:
             font_scale = max(0.4, max(out.shape[:2]) / 1500)
+            texts, anchors = [], []
             for i, (x0, y0, _, _) in enumerate(mask_boxes(masks)):
                 if not masks[i].any():
                     continue
                 text = f"{float(np.ravel(scores)[i]):.2f}"
-                org = (int(x0) + 2, max(int(y0) + 14, 14))
+                if ids is not None:
+                    text = f"#{colour_keys[i]} {text}"
+                texts.append(text)
+                anchors.append((int(x0) + 2, int(y0) + 2))
+            sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 3)[0] for t in texts]
+            for text, org in zip(texts, place_labels(anchors, sizes, out.shape[:2])):
                 cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 3, cv2.LINE_AA)
                 cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
     radius = max(4, round(max(out.shape[:2]) / 150))

@@ -6,12 +6,19 @@
 #
 #   scripts/setup_env.sh            # creates ./.venv
 #   VENV=/path/to/venv scripts/setup_env.sh
+#   ROS_WHEELS=jazzy VENV=.venv-jazzy scripts/setup_env.sh   # the ROS 2 Jazzy wheels instead
 #
 # Re-running is cheap: pip skips what is already installed.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
+ros_wheels="${ROS_WHEELS:-kilted}"
+case "$ros_wheels" in
+    kilted) ros_extra=ros ;;
+    jazzy) ros_extra=ros-jazzy ;;
+    *) echo "error: ROS_WHEELS must be kilted or jazzy (got $ros_wheels)" >&2; exit 2 ;;
+esac
 
 "$python" - <<'PY' || { echo "error: Python 3.10 to 3.12 is required (found $("$python" --version 2>&1))" >&2; exit 1; }
 import sys
@@ -25,6 +32,6 @@ fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 echo "[setup] installing PyTorch 2.13.0 (CPU build where available)" >&2
 "${pip[@]}" "torch==2.13.0"
-echo "[setup] installing mobilesam_ros with the ROS 2 pip wheels, export and test extras" >&2
-"${pip[@]}" -e "$repo[export,ros,test]"
+echo "[setup] installing mobilesam_ros with the ROS 2 $ros_wheels pip wheels, export and test extras" >&2
+"${pip[@]}" -e "$repo[export,$ros_extra,test]"
 echo "[setup] ready: $venv" >&2

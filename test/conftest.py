@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+import vision_msgs_build
+
+# before any test imports rclpy: the vision_msgs built by scripts/build_vision_msgs.sh
+# (when built) becomes importable here and in the node processes the tests start
+vision_msgs_build.activate()
+
 REPO = Path(__file__).resolve().parents[1]
 PARITY_DIR = Path(os.environ.get("MOBILESAM_PARITY_DIR", REPO.parent / "shared" / "fixtures" / "parity"))
 
@@ -19,6 +25,27 @@ def parity_dir() -> Path:
             pytest.fail(f"parity fixture missing at {PARITY_DIR} (CI must have ../shared beside the repo)")
         pytest.skip(f"parity fixture not found at {PARITY_DIR}; set MOBILESAM_PARITY_DIR")
     return PARITY_DIR
+
+
+def _sibling_fixture(name: str) -> Path:
+    """A reference fixture beside ``parity/`` (parity-tinysam, parity-mobilesamv2): in CI
+    a missing one fails; elsewhere it skips."""
+    path = PARITY_DIR.parent / name
+    if not (path / "expected.npz").exists() or not (PARITY_DIR / "checkpoint.pt").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"fixture missing at {path} (CI must have ../shared beside the repo)")
+        pytest.skip(f"fixture not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tinysam_dir() -> Path:
+    return _sibling_fixture("parity-tinysam")
+
+
+@pytest.fixture(scope="session")
+def mobilesamv2_dir() -> Path:
+    return _sibling_fixture("parity-mobilesamv2")
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +67,30 @@ def exported_model(tmp_path_factory, synthetic_checkpoint) -> Path:
 
     out = tmp_path_factory.mktemp("exported") / "mobilesam_synthetic"
     export_model(synthetic_checkpoint, out, log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def parity_onnx(parity_dir, tmp_path_factory) -> Path:
+    """The parity fixture's checkpoint exported once per session (validation is covered
+    by test_export); other exports of the same encoder copy its encoder.onnx."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from mobilesam_ros.export import export_model
+
+    out = tmp_path_factory.mktemp("parity_onnx") / "mobilesam"
+    export_model(parity_dir / "checkpoint.pt", out, validate=False, log=lambda _m: None)
+    return out
+
+
+def export_decoder_beside(encoder_dir: Path, out: Path, checkpoint: Path, **options) -> Path:
+    """Export only the decoder of ``checkpoint`` into ``out``, next to a copy of
+    ``encoder_dir``'s encoder.onnx (same image encoder): seconds instead of a minute."""
+    import shutil
+
+    from mobilesam_ros.export import export_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(encoder_dir / "encoder.onnx", out / "encoder.onnx")
+    export_model(checkpoint, out, encoder=False, log=lambda _m: None, **options)
     return out

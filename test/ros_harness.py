@@ -34,11 +34,12 @@ def ros_environment(domain_id: int) -> dict[str, str]:
 class NodeProcess:
     """``python -m mobilesam_ros.ros.node --ros-args ...`` with its log in a file."""
 
-    def __init__(self, ros_args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, ros_args: list[str], env: dict[str, str], log_path: Path,
+                 module: str = "mobilesam_ros.ros.node") -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mobilesam_ros.ros.node", "--ros-args", *ros_args],
+            [sys.executable, "-m", module, "--ros-args", *ros_args],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -55,11 +56,11 @@ class NodeProcess:
             time.sleep(0.1)
         return False
 
-    def stop(self) -> int | None:
+    def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -124,6 +125,18 @@ class Client:
         ok = self.wait_until(lambda: all(self.node.count_publishers(t) > 0 for t in topics), timeout)
         self.spin_for(0.5)  # let the node's side of the match settle
         return ok
+
+    def call(self, srv_type, name: str, request, timeout: float = 60.0):
+        """Call a service (waiting for it to appear); the response, or None on timeout."""
+        key = f"srv:{name}"
+        if key not in self._pubs:
+            self._pubs[key] = self.node.create_client(srv_type, name)
+        client = self._pubs[key]
+        if not self.wait_until(client.service_is_ready, min(timeout, 20.0)):
+            return None
+        future = client.call_async(request)
+        self.wait_until(future.done, timeout)
+        return future.result() if future.done() else None
 
     def close(self) -> None:
         self.executor.shutdown()

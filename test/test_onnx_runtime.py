@@ -41,14 +41,9 @@ def torch_runtime(synthetic_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def parity_model(parity_dir, tmp_path_factory):
-    """The parity fixture's checkpoint exported (validation is covered by test_export)."""
-    pytest.importorskip("torch")
-    from mobilesam_ros.export import export_model
-
-    out = tmp_path_factory.mktemp("parity_onnx")
-    export_model(parity_dir / "checkpoint.pt", out, validate=False, log=lambda _m: None)
-    return out
+def parity_model(parity_onnx):
+    """The parity fixture's checkpoint exported (once per session, see conftest)."""
+    return parity_onnx
 
 
 @pytest.fixture(scope="module")

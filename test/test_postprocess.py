@@ -89,3 +89,115 @@ def test_get_postprocessor_caches_per_size():
     a = get_postprocessor((480, 640), (768, 1024))
     assert get_postprocessor((480, 640), (768, 1024)) is a
     assert get_postprocessor((480, 640), (768, 1024), 1.0) is not a
+
+
+# --- bit-exactness with the reference arithmetic (postprocess.reference_masks) -----------
+def _speckle(rng, count):
+    """Logits like a random-weight decoder's: a 4 x 4 sub-pixel pattern, signs flipping
+    between neighbouring low-res cells (the boundary is everywhere)."""
+    base = rng.normal(0, 1, (count, 64, 64)).astype(np.float32)
+    phase = rng.normal(0, 2, (count, 4, 4)).astype(np.float32)
+    return np.repeat(np.repeat(base, 4, 1), 4, 2) + np.tile(phase, (1, 64, 64))
+
+
+def _rings(rng, count, input_size):
+    """Boundary-heavy but structured: concentric rings and stripes crossing zero often."""
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    out = np.empty((count, 256, 256), np.float32)
+    for i in range(count):
+        cy, cx = rng.uniform(0, input_size[0] / 4), rng.uniform(0, input_size[1] / 4)
+        out[i] = np.sin(np.hypot(yy - cy, xx - cx) / rng.uniform(1, 6)) * rng.uniform(0.5, 5)
+        out[i] += np.cos(xx / rng.uniform(2, 9)) * rng.uniform(0, 2)
+    return out
+
+
+@pytest.mark.parametrize("size", [(1365, 2048), (770, 769), (1024, 1024), (100, 50), (33, 700)])
+def test_masks_bit_exact_with_reference(size):
+    from mobilesam_ros.postprocess import reference_masks
+
+    rng = np.random.default_rng(sum(size) + 7)
+    input_size = preprocess_shape(*size)
+    full_cover = np.full((1, 256, 256), 3, np.float32)
+    full_cover[0, :4, :4] = 1e-3  # barely above the threshold: still covered, near it
+    logits = np.concatenate([
+        _blobs(rng, 3, input_size),
+        _rings(rng, 1, input_size),
+        _speckle(rng, 1),
+        full_cover,
+        np.full((1, 256, 256), 5, np.float32),  # covers the image: no interpolation at all
+        np.full((1, 256, 256), -1e-7, np.float32),  # all just below the threshold
+        np.zeros((1, 256, 256), np.float32),  # exactly at the threshold: all False
+    ])
+    post = MaskPostprocessor(size, input_size)
+    got = post.masks(logits)
+    want = reference_masks(logits, size, input_size)
+    assert np.array_equal(got, want), [int((g != w).sum()) for g, w in zip(got, want)]
+    assert got[-4].all() and not got[-2].any() and not got[-1].any()
+    assert post.stats["full"] >= 1 and post.stats["box"] >= 1  # both paths were exercised
+
+
+def test_bit_exact_at_other_thresholds_and_odd_values():
+    from mobilesam_ros.postprocess import reference_masks
+
+    rng = np.random.default_rng(3)
+    size = (720, 1280)
+    input_size = preprocess_shape(*size)
+    logits = np.concatenate([_blobs(rng, 3, input_size), _speckle(rng, 2)])
+    for threshold in (-1.5, 0.7):
+        got = MaskPostprocessor(size, input_size, threshold).masks(logits)
+        assert np.array_equal(got, reference_masks(logits, size, input_size, threshold))
+    odd = _blobs(rng, 2, input_size)
+    odd[0, 40, 40] = np.nan  # NaN and inf spread as in the reference arithmetic
+    odd[1, 10, 10] = np.inf
+    assert np.array_equal(MaskPostprocessor(size, input_size).masks(odd), reference_masks(odd, size, input_size))
+
+
+def test_cost_follows_the_boundary():
+    """A compact mask interpolates only a thin band; a covering mask none at all."""
+    size = (1365, 2048)
+    input_size = preprocess_shape(*size)
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    disc = (60 - np.hypot(yy - 85, xx - 128)).astype(np.float32)[None]  # radius ~480 px at full size
+    post = MaskPostprocessor(size, input_size)
+    mask = post.masks(disc)[0]
+    boundary = post.stats["boundary_pixels"]
+    perimeter = 2 * np.pi * 480
+    assert post.stats["box"] == 1 and 0 < boundary < 20 * perimeter < 0.05 * mask.size
+    assert mask.sum() > 0.2 * mask.size  # ... while the mask itself is large
+    post.masks(np.full((1, 256, 256), 4, np.float32))
+    assert post.stats["boundary_pixels"] == boundary
+
+
+def test_reference_upscale_is_torch_interpolate():
+    """The reference arithmetic is torch's F.interpolate (to float rounding), and its masks
+    equal the parity fixture's (made with F.interpolate) on all but a pixel or so."""
+    torch = pytest.importorskip("torch")
+    import json
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from mobilesam_ros.postprocess import reference_upscale
+
+    rng = np.random.default_rng(4)
+    for size in ((1365, 2048), (770, 769)):
+        input_size = preprocess_shape(*size)
+        low = rng.normal(0, 3, (256, 256)).astype(np.float32)
+        t = F.interpolate(torch.from_numpy(low)[None, None], (1024, 1024), mode="bilinear", align_corners=False)
+        t = F.interpolate(t[..., : input_size[0], : input_size[1]], size, mode="bilinear", align_corners=False)
+        assert np.abs(reference_upscale(low, size, input_size) - t[0, 0].numpy()).max() < 1e-5
+    fixture = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "parity"
+    if not (fixture / "expected.npz").exists():
+        return
+    expected = np.load(fixture / "expected.npz")
+    differing = total = 0
+    for case in json.loads((fixture / "cases.json").read_text())["cases"]:
+        key = f"{case['image']}/{case['id']}"
+        if key + "/low_res_logits" not in expected or case["image"] != "picture1.jpg":  # the small image: fast
+            continue
+        size = tuple(case["image_size"])
+        want = np.unpackbits(expected[key + "/masks"], axis=-1, count=size[1]).astype(bool)
+        got = logits_to_masks_fast(expected[key + "/low_res_logits"], size, preprocess_shape(*size))
+        differing += int((got.reshape(want.shape) != want).sum())
+        total += want.size
+    assert total > 0 and differing <= 1e-6 * total, (differing, total)

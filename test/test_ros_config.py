@@ -111,19 +111,28 @@ class _LaunchConfiguration:
         return context[self.name]
 
 
-def _load_launch(monkeypatch, share: Path):
+def _load_launch(monkeypatch, share: Path, missing: tuple[str, ...] = ()):
+    """The launch file against stand-ins; packages in ``missing`` are not installed."""
     launch = types.ModuleType("launch")
     launch.LaunchDescription = lambda entities: list(entities)
     actions = types.ModuleType("launch.actions")
     actions.DeclareLaunchArgument = lambda name, default_value="", description="": ("arg", name, default_value, description)
     actions.OpaqueFunction = lambda function: ("opaque", function)
+    actions.LogInfo = lambda msg: ("log", msg)
     subs = types.ModuleType("launch.substitutions")
     subs.LaunchConfiguration = _LaunchConfiguration
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node = _Recorder
     ament = types.ModuleType("ament_index_python.packages")
-    ament.get_package_share_directory = lambda package: str(share)
+    ament.PackageNotFoundError = type("PackageNotFoundError", (KeyError,), {})
+
+    def get_package_share_directory(package):
+        if package in missing:
+            raise ament.PackageNotFoundError(package)
+        return str(share)
+
+    ament.get_package_share_directory = get_package_share_directory
     for name, module in {
         "launch": launch, "launch.actions": actions, "launch.substitutions": subs,
         "launch_ros": launch_ros, "launch_ros.actions": ros_actions, "ament_index_python.packages": ament,
@@ -169,14 +178,37 @@ def test_launch_rviz_config_gets_the_real_topics(monkeypatch):
     rviz_file = Path(rviz.kwargs["arguments"][1])
     displays = yaml.safe_load(rviz_file.read_text())["Visualization Manager"]["Displays"]
     rviz_file.unlink()
-    assert [d["Topic"]["Value"] for d in displays] == ["/front/camera/color", "/front/sam/overlay", "/front/sam/mask"]
+    assert [d["Topic"]["Value"] for d in displays] == ["/front/camera/color", "/front/sam/overlay", "/front/sam/mask",
+                                                       "/front/sam/markers", "/front/sam/points"]
+
+
+def test_launch_rviz_without_rviz2_installed_starts_the_node_and_says_so(monkeypatch):
+    """rviz2 is no dependency of the package (headless robots): rviz:=true without it
+    must not break the launch."""
+    module = _load_launch(monkeypatch, REPO, missing=("rviz2",))
+    _, actions = _run_launch(module, rviz="true")
+    node, log = actions
+    assert node.kwargs["executable"] == "segment_node"
+    assert log[0] == "log" and "rviz2 is not installed" in log[1]
+
+
+def test_package_xml_declares_what_the_code_imports():
+    import xml.etree.ElementTree as ET
+
+    deps = {e.text for e in ET.parse(REPO / "package.xml").getroot() if e.tag.endswith("depend")}
+    assert {"rclpy", "ament_index_python", "sensor_msgs", "std_msgs", "geometry_msgs", "vision_msgs",
+            "diagnostic_msgs", "launch", "launch_ros"} <= deps
+    assert "rviz2" not in deps  # optional: the launch file copes without it
 
 
 def test_rviz_template_shows_the_node_default_topics():
     displays = yaml.safe_load((REPO / "config" / "segment.rviz").read_text())["Visualization Manager"]["Displays"]
     topics = [d["Topic"]["Value"] for d in displays]
-    assert topics == ["/camera/image_raw", "/mobilesam/overlay", "/mobilesam/mask"]
-    assert all(d["Class"] == "rviz_default_plugins/Image" for d in displays)
+    assert topics == ["/camera/image_raw", "/mobilesam/overlay", "/mobilesam/mask", "/mobilesam/markers",
+                      "/mobilesam/points"]
+    assert [d["Class"].split("/")[1] for d in displays] == ["Image"] * 3 + ["MarkerArray", "PointCloud2"]
+    points = displays[-1]
+    assert points["Color Transformer"] == "RGB8"  # the rgb field of ~/points
 
 
 def test_fastdds_profile_is_well_formed():
@@ -187,19 +219,3 @@ def test_fastdds_profile_is_well_formed():
     sizes = [int(e.text) for e in root.iterfind(".//p:segment_size", ns)]
     assert sizes and sizes[0] >= 8 * 1024 * 1024
     assert root.find(".//p:participant", ns).get("is_default_profile") == "true"
-
-
-def test_fastdds_profile_selection(monkeypatch):
-    pytest.importorskip("rclpy")
-    from mobilesam_ros.ros.node import configure_fastdds_profile
-
-    env = {}
-    path = configure_fastdds_profile(env)
-    assert path and env == {"FASTDDS_DEFAULT_PROFILES_FILE": path}
-    env = {"ROS_DISTRO": "humble"}
-    configure_fastdds_profile(env)
-    assert "FASTRTPS_DEFAULT_PROFILES_FILE" in env
-    for env in ({"FASTRTPS_DEFAULT_PROFILES_FILE": "mine.xml"}, {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"},
-                {"MOBILESAM_FASTDDS_PROFILE": "0"}):
-        before = dict(env)
-        assert configure_fastdds_profile(env) is None and env == before

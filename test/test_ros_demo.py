@@ -56,3 +56,34 @@ def test_demo_model_choice(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     path, backend, what = demo.choose_model(None, "auto", tmp_path)
     assert "SYNTHETIC" in what and path.endswith("synthetic_mobile_sam.pt")
+
+
+def test_demo_clicks_the_disk_on_a_frame_the_node_encoded_and_follows_it(exported_model, tmp_path):
+    """Issue 9 defect 13 and issue 10's demo proof: the click lies on the disk in the frame
+    it is decoded on (stamped with a frame the node has answered, so its embedding is
+    cached), and, with a model whose masks follow shapes (the toy-world model, when its
+    tensors ship), the disk is followed with one id."""
+    import json
+
+    from mobilesam_ros.toy.model import SHIPPED, write_toy_checkpoint
+
+    toy = SHIPPED.is_file()
+    # without the toy model: the exported random-weight model (ONNX Runtime starts fastest)
+    model, backend = (write_toy_checkpoint(tmp_path / "toy.pt"), "torch") if toy else (exported_model, "onnxruntime")
+    out = tmp_path / "demo"
+    env = ros_environment(30 + (hash(str(tmp_path)) % 60))
+    result = subprocess.run(
+        [sys.executable, "-m", "mobilesam_ros.cli", "demo", "--model", str(model), "--backend", backend, "--size", "320x240",
+         "--duration", "12", "--fps", "5", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompt"] is not None, text  # the node answered a frame and the disk was clicked
+    assert summary["prompt"]["on_disk"], summary
+    assert "clicked the disk" in text
+    if toy:
+        followed = summary["followed"]
+        assert followed["ids_on_disk"] == [1], followed
+        assert followed["frames_with_the_disk"] >= 0.8 * followed["frames"] and followed["mean_iou_with_disk"] >= 0.7

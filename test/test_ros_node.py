@@ -9,6 +9,7 @@ transport, a best-effort publisher and segment-everything.
 from __future__ import annotations
 
 import array
+import importlib.util
 import math
 import os
 import subprocess
@@ -123,7 +124,10 @@ def test_frame_and_prompt_give_mask_and_labels_with_the_frame_header(node, io, c
     assert client.wait_until(lambda: any(m.header.stamp.sec == 101 for m in io["overlay"]), 10)
     overlay = [m for m in io["overlay"] if m.header.stamp.sec == 101][-1]
     assert (overlay.encoding, overlay.height, overlay.width) == ("rgb8", 480, 640)
-    assert "vision_msgs is not installed" in node.log()
+    # the node says so once when vision_msgs is missing (scripts/build_vision_msgs.sh
+    # builds it for the tests; test_ros_vision_msgs.py covers the real types)
+    has_vision_msgs = importlib.util.find_spec("vision_msgs") is not None
+    assert ("vision_msgs is not installed" in node.log()) != has_vision_msgs
 
 
 def test_click_and_clear(node, io, client):

@@ -379,6 +379,26 @@ def test_engine_build_flow_with_a_stand_in(fake_trt, exported_model, tmp_path):
     assert all(fake_trt.BuilderFlag.TF32 in cfg.cleared for _, cfg in fake_trt.calls)
 
 
+def test_tensorrt_11_builds_fp32_and_refuses_fp16_clearly(fake_trt, exported_model, tmp_path):
+    """TensorRT 11 removed weak typing (BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS):
+    fp32 engines build as before; fp16 is refused with the reason, before any work."""
+    import enum
+
+    from mobilesam_ros.runtime.base import RuntimeUnavailable
+
+    fake_trt.__version__ = "11.1.0"
+    fake_trt.BuilderFlag = enum.Enum("BuilderFlag", "TF32 DEBUG")
+    fp32 = plan_engines(exported_model, BuildOptions(), "11.1.0", GPU, tmp_path / "cache")
+    paths = tensorrt_build.ensure_engines(fp32, log=lambda _m: None)
+    assert all(p.is_file() for p in paths.values())
+    assert all(fake_trt.BuilderFlag.TF32 in cfg.cleared for _, cfg in fake_trt.calls)
+    fake_trt.calls.clear()
+    fp16 = plan_engines(exported_model, BuildOptions(precision="fp16"), "11.1.0", GPU, tmp_path / "cache")
+    with pytest.raises(RuntimeUnavailable, match="TensorRT 10"):
+        tensorrt_build.ensure_engines(fp16, log=lambda _m: None)
+    assert fake_trt.calls == []
+
+
 def test_runtime_data_flow_with_a_stand_in(fake_trt, exported_model, tmp_path):
     """Encode, then decode more prompts than the profile holds, with shared and per-prompt
     masks: the runtime's copies, shapes and chunking give ONNX Runtime's numbers."""

@@ -9,6 +9,38 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import CommandError
+from ..variants import VARIANTS
+
+
+def int_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum`` (e.g. ``--threads -3`` is refused)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_in(low: float, high: float | None = None):
+    """argparse type: a finite number in [low, high] (high None: no upper bound)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+        if not np.isfinite(value) or value < low or (high is not None and value > high):
+            bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +54,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="engine (default: torch for a checkpoint, onnxruntime or tensorrt for an exported directory)",
     )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="default: fp32")
-    group.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                       help="default: fp32 (bf16: torch backend only)")
+    group.add_argument("--threads", type=int_at_least(0), default=0, metavar="N",
+                       help="CPU threads (default 0: all cores)")
+    group.add_argument("--variant", choices=VARIANTS, default=None,
+                       help="which SAM a checkpoint is (default: mobilesam; an exported model's model.json says it): "
+                            "tinysam decodes every prompt with its three masks")
+    group.add_argument("--decoder-checkpoint", metavar="PT",
+                       help="MobileSAMv2's Prompt_guided_Mask_Decoder.pt, combined with the checkpoint's image "
+                            "encoder (torch backend; export bakes it into an exported model)")
 
 
 def open_runtime(args: argparse.Namespace):
@@ -33,7 +73,9 @@ def open_runtime(args: argparse.Namespace):
 
     model = args.model or args.checkpoint
     try:
-        return create_runtime(model, args.backend, device=args.device, precision=args.precision, num_threads=args.threads)
+        return create_runtime(model, args.backend, device=args.device, precision=args.precision, num_threads=args.threads,
+                              variant=getattr(args, "variant", None),
+                              decoder_checkpoint=getattr(args, "decoder_checkpoint", None))
     except (FileNotFoundError, ValueError, RuntimeUnavailable, CheckpointError) as exc:
         raise CommandError(str(exc).replace("\n", " | ")) from exc
 
@@ -83,4 +125,6 @@ def read_boxes_json(path: str) -> np.ndarray:
             raise ValueError
     except (TypeError, ValueError) as exc:
         raise CommandError(f"{path} must hold a list of [x0, y0, x1, y1] boxes") from exc
+    if not np.isfinite(boxes).all():
+        raise CommandError(f"{path}: box coordinates must be finite numbers (NaN/inf found)")
     return boxes

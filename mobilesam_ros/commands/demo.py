@@ -2,8 +2,14 @@
 (the ROS 2 pip wheels are enough).
 
 Starts ``segment_node`` in its own process, streams images to it at camera rate
-(a synthetic moving scene, a folder of images or a video), sends prompts, and writes
-the node's overlays (masks, outlines, prompts, scores) to a folder.
+(a synthetic moving scene, a folder of images or a video), prompts one object, and
+writes the node's overlays (masks, outlines, prompts, track ids, scores) to a folder.
+
+On the synthetic scene the demo clicks the moving disk once, on a frame the node has
+already encoded and stamped with that frame, so the click is on the disk in the frame
+it is decoded on; the node's tracking then follows the disk with one id. The demo
+scores that from ``~/labels`` (which ids lie on the disk, the IoU of the followed
+object's mask with the disk) and writes it to ``summary.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import CommandError
+from ._common import float_in
 
 HELP = "run the ROS 2 node on a synthetic scene, images or a video and save its overlays"
 
@@ -38,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint or exported model directory (default: what models/ holds, else a "
                              "synthetic checkpoint)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
-    parser.add_argument("--fps", type=float, default=10.0, help="camera rate (default 10)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of streaming (default 20)")
+    parser.add_argument("--fps", type=float_in(0.1, 120), default=10.0, help="camera rate (default 10)")
+    parser.add_argument("--duration", type=float_in(0.1), default=20.0, help="seconds of streaming (default 20)")
     parser.add_argument("--size", default="640x480", metavar="WxH", help="synthetic scene size (default 640x480)")
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="where overlays go (default out/demo)")
     parser.add_argument("--mode", default="prompt", choices=("prompt", "everything"),
@@ -54,8 +61,9 @@ def _model_dirs() -> list[Path]:
 
 def choose_model(model: str | None, backend: str, out: Path) -> tuple[str, str, str]:
     """(model path, backend, what it is): the given model; else real weights from
-    models/ (an exported directory for ONNX Runtime first, else a checkpoint); else a
-    synthetic checkpoint written to ``out``."""
+    models/ (an exported directory for ONNX Runtime first, else a checkpoint); else the
+    toy-world model (masks that follow the demo's shapes), written to ``out``; else (a
+    build without its tensors) a random-weight checkpoint."""
     if model:
         if not Path(model).exists():
             raise CommandError(f"model not found: {model}")
@@ -75,6 +83,16 @@ def choose_model(model: str | None, backend: str, out: Path) -> tuple[str, str, 
         raise CommandError(
             "no model in models/ and PyTorch is not installed for a synthetic one: run 'mobilesam-ros download' "
             "or install the export extra (pip install 'mobilesam_ros[export]')"
+        )
+    from ..toy.model import SHIPPED, TOY_NOTICE, write_toy_checkpoint
+
+    if SHIPPED.is_file():
+        path = out / "toy_world.pt"
+        if not path.is_file() or path.stat().st_mtime < SHIPPED.stat().st_mtime:
+            write_toy_checkpoint(path)
+        return str(path), "torch", (
+            f"the TOY-WORLD model {path} ({TOY_NOTICE}); "
+            "get the official weights with 'mobilesam-ros download'"
         )
     from ..modeling import write_synthetic_checkpoint
 
@@ -104,6 +122,15 @@ class SyntheticScene:
         t = i / 30.0
         x = self.width * (0.5 + 0.3 * np.sin(t))
         return float(x), float(self.height * 0.35)
+
+    def disk(self, i: int) -> np.ndarray:
+        """(H, W) bool: the disk of frame ``i`` (as drawn, without its anti-aliased rim)."""
+        import cv2
+
+        mask = np.zeros((self.height, self.width), np.uint8)
+        cx, cy = self.target(i)
+        cv2.circle(mask, (int(cx), int(cy)), self.radius, 1, -1)
+        return mask.astype(bool)
 
     def frame(self, i: int) -> np.ndarray:
         import cv2
@@ -239,6 +266,24 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
     click_pub = client.create_publisher(Point, f"{NAMESPACE}/mobilesam/prompt/click", 10)
     written: list[str] = []
     last_diag: dict[str, str] = {}
+    frame_of: dict[tuple[int, int], int] = {}  # stamp -> frame index, for what the node answers
+    answered: list[tuple[int, int]] = []  # stamps of the frames the node segmented
+    prompt: dict = {}
+    follow: dict[str, list] = {"ids": [], "iou": []}
+
+    def on_labels(msg: Image) -> None:
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        answered.append(stamp)
+        if scene is None or not prompt or stamp not in frame_of or frame_of[stamp] < prompt["frame"]:
+            return
+        labels = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
+        disk = scene.disk(frame_of[stamp])
+        ids, counts = np.unique(labels[disk], return_counts=True)
+        on_disk = [int(v) for v, c in zip(ids, counts) if v and c > 0.2 * disk.sum()]
+        follow["ids"].append(on_disk)
+        if on_disk:
+            mask = labels == on_disk[0]
+            follow["iou"].append(float((mask & disk).sum() / max(1, (mask | disk).sum())))
 
     def on_overlay(msg: Image) -> None:
         rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
@@ -253,6 +298,7 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
                 last_diag.update({kv.key: kv.value for kv in status.values})
 
     client.create_subscription(Image, f"{NAMESPACE}/mobilesam/overlay", on_overlay, QoSProfile(depth=10))
+    client.create_subscription(Image, f"{NAMESPACE}/mobilesam/labels", on_labels, QoSProfile(depth=10))
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
 
     try:
@@ -269,7 +315,11 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
         start = time.monotonic()
         i = 0
         next_prompt = 0.0
-        while time.monotonic() - start < args.duration:
+        click = args.mode == "prompt" and scene is not None
+        # the click waits for the node's first answered frame: on a slow CPU the stream
+        # goes on past --duration (at most 120 s more) until the disk was clicked
+        while time.monotonic() - start < args.duration or (
+                click and not prompt and time.monotonic() - start < args.duration + 120):
             if node.poll() is not None:
                 raise CommandError(f"the node exited with status {node.returncode}")
             rgb = np.ascontiguousarray(source(i))
@@ -277,17 +327,26 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
             msg.data = rgb.tobytes()
             msg.header.stamp = client.get_clock().now().to_msg()
             msg.header.frame_id = "demo_camera"
+            frame_of[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = i
             image_pub.publish(msg)
             now = time.monotonic() - start
             if args.mode == "prompt" and now >= next_prompt:
-                if scene is not None:  # a point on the moving disk, stamped with this frame
-                    x, y = scene.target(i)
+                if scene is not None and answered:
+                    # click the disk once, on a frame the node has encoded (its embedding is
+                    # cached): stamped with that frame, the point is decoded on it, where it
+                    # lies on the disk; tracking follows the disk from there
+                    stamp = answered[-1]
+                    x, y = scene.target(frame_of[stamp])
                     point = PointStamped()
-                    point.header = msg.header
+                    point.header.stamp.sec, point.header.stamp.nanosec = stamp
+                    point.header.frame_id = "demo_camera"
                     point.point.x, point.point.y, point.point.z = x, y, 1.0
                     point_pub.publish(point)
-                    next_prompt = now + 2.0
-                else:  # what a click in rqt_image_view sends: the image centre
+                    prompt.update(frame=frame_of[stamp], x=x, y=y,
+                                  on_disk=bool(scene.disk(frame_of[stamp])[int(y), int(x)]))
+                    print(f"[demo] clicked the disk at ({x:.0f}, {y:.0f}) on frame {frame_of[stamp]}", flush=True)
+                    next_prompt = float("inf")
+                elif scene is None:  # what a click in rqt_image_view sends: the image centre
                     click_pub.publish(Point(x=rgb.shape[1] / 2.0, y=rgb.shape[0] / 2.0, z=0.0))
                     next_prompt = float("inf")
             i += 1
@@ -309,13 +368,31 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
         "overlay_dir": str(overlays),
         "node": {k: last_diag.get(k) for k in ("frames_received", "frames_processed", "frames_dropped",
                                                "encode_ms_mean", "decode_ms_mean", "latency_ms_mean",
-                                               "output_rate_hz", "last_error")},
+                                               "last_error")},
     }
+    # over the whole run: the diagnostics' output_rate_hz covers the last 5 s only, and
+    # is read here after the stream ended (it was "0.0" after 9 processed frames)
+    summary["node"]["output_rate_hz"] = last_diag.get("output_rate_hz_run")
+    if scene is not None and args.mode == "prompt":
+        first = [ids[0] for ids in follow["ids"] if ids]
+        summary["prompt"] = prompt or None
+        summary["followed"] = {
+            "frames": len(follow["ids"]),  # frames segmented after the click
+            "ids_on_disk": sorted({v for ids in follow["ids"] for v in ids}),
+            "frames_with_the_disk": len(first),
+            "mean_iou_with_disk": round(float(np.mean(follow["iou"])), 3) if follow["iou"] else None,
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[demo] published {i} frames; the node segmented {last_diag.get('frames_processed', '?')} "
           f"(newest frame only: encode {last_diag.get('encode_ms_mean', '?')} ms, "
           f"latency {last_diag.get('latency_ms_mean', '?')} ms)", flush=True)
     print(f"[demo] {len(written)} overlays written to {overlays}", flush=True)
+    if summary.get("prompt"):
+        f = summary["followed"]
+        print(f"[demo] after the click: {f['frames']} frame(s) segmented; ids on the disk {f['ids_on_disk']}, "
+              f"mean IoU with the disk {f['mean_iou_with_disk']}", flush=True)
+    elif scene is not None and args.mode == "prompt":
+        print("[demo] the node answered no frame in time: the disk was not clicked", flush=True)
     if not written:
         print("[demo] error: no overlay came back from the node", file=sys.stderr)
         return 1

@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..cli import CommandError
-from ._common import add_model_arguments, load_image, open_runtime, read_boxes_json
+from ._common import add_model_arguments, float_in, int_at_least, load_image, open_runtime, read_boxes_json
+from ._npz import COMPRESS_HELP, write_npz
+from ._outputs import check_output, write_image
 
 HELP = "segment everything in one image (MobileSAMv2 boxes, SAM grid or TinySAM hierarchical)"
 
@@ -29,29 +29,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="boxes strategy without a detector: a JSON list of [x0, y0, x1, y1] in image pixels "
                         "(or {\"boxes\": [...]})")
     d = parser.add_argument_group("detector (MobileSAMv2 defaults)")
-    d.add_argument("--conf", type=float, default=0.4, help="confidence threshold (default 0.4)")
-    d.add_argument("--detector-iou", type=float, default=0.9, help="detector NMS IoU (default 0.9)")
-    d.add_argument("--max-det", type=int, default=300, help="most boxes (default 300)")
-    d.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the model's, else 1024)")
-    d.add_argument("--border-snap", type=float, default=20.0,
+    d.add_argument("--conf", type=float_in(0, 1), default=0.4, help="confidence threshold (default 0.4)")
+    d.add_argument("--detector-iou", type=float_in(0, 1), default=0.9, help="detector NMS IoU (default 0.9)")
+    d.add_argument("--max-det", type=int_at_least(1), default=300, help="most boxes (default 300)")
+    d.add_argument("--imgsz", type=int_at_least(32), default=None, help="detector input size (default: the model's, else 1024)")
+    d.add_argument("--border-snap", type=float_in(0), default=20.0,
                    help="snap box edges this close (input pixels) to the image border onto it (default 20)")
     f = parser.add_argument_group("filters (default: 0.88 / 0.95 for the grids as SAM, none for boxes as MobileSAMv2)")
-    f.add_argument("--pred-iou-thresh", type=float, default=None, help="drop masks with predicted IoU not above this")
-    f.add_argument("--stability-thresh", type=float, default=None, help="drop masks with stability score below this")
+    f.add_argument("--pred-iou-thresh", type=float_in(0, 1), default=None, help="drop masks with predicted IoU not above this")
+    f.add_argument("--stability-thresh", type=float_in(0, 1), default=None, help="drop masks with stability score below this")
     f.add_argument("--nms", default="box", choices=("box", "mask"), help="duplicate removal by box or mask IoU (default box)")
-    f.add_argument("--nms-thresh", type=float, default=0.7, help="NMS IoU threshold (default 0.7; 1 = off)")
-    f.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this many pixels")
-    f.add_argument("--remove-small-regions", type=int, default=0, metavar="AREA",
+    f.add_argument("--nms-thresh", type=float_in(0, 1), default=None,
+                   help="NMS IoU threshold (1 = off; default: the model's published one: 0.7, off for MobileSAMv2's "
+                        "prompt-guided decoder with --strategy boxes, as its script)")
+    f.add_argument("--min-area", type=int_at_least(0), default=0, help="drop masks smaller than this many pixels")
+    f.add_argument("--remove-small-regions", type=int_at_least(0), default=0, metavar="AREA",
                    help="fill holes and drop islands smaller than AREA pixels (default 0: off)")
     f.add_argument("--exact", action="store_true",
                    help="SAM's post-processing order (stability and boxes on every upsampled mask; slower)")
     g = parser.add_argument_group("grid / decoding")
-    g.add_argument("--points-per-side", type=int, default=32, help="grid points per side (default 32)")
-    g.add_argument("--points-per-batch", type=int, default=64, help="grid points per decoder call (default 64)")
-    g.add_argument("--decoder-chunk", type=int, default=320, help="boxes per decoder call (default 320)")
+    g.add_argument("--points-per-side", type=int_at_least(1), default=32, help="grid points per side (default 32)")
+    g.add_argument("--points-per-batch", type=int_at_least(1), default=64, help="grid points per decoder call (default 64)")
+    g.add_argument("--decoder-chunk", type=int_at_least(1), default=320, help="boxes per decoder call (default 320)")
     o = parser.add_argument_group("output")
     o.add_argument("--save-npz", metavar="OUT.npz",
                    help="masks, iou_predictions, stability_scores, boxes (+ prompt_boxes or points)")
+    o.add_argument("--compress", action="store_true", help=COMPRESS_HELP)
     o.add_argument("--overlay", metavar="OUT.png", help="draw the masks over the image")
     o.add_argument("--coco-json", metavar="OUT.json", help="COCO RLE annotations with area, bbox, predicted IoU, stability")
 
@@ -101,13 +104,35 @@ def open_detector(path: str, config, num_threads: int = 0):
         raise CommandError(f"cannot use detector {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
 
 
+class _Progress:
+    """Prompts decoded so far, on stderr at most every 2 s (a 32x32 grid takes tens of
+    seconds on a CPU), and once when a stage of more than one decoder call completes."""
+
+    def __init__(self, period: float = 2.0) -> None:
+        self.period = period
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if (done < total and now - self.last < self.period) or (done == total and self.last == self.started):
+            return  # quiet for short runs: nothing printed before the first period
+        self.last = now
+        print(f"  {stage}: {done}/{total} prompts decoded ({now - self.started:.1f} s)", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..everything import EverythingSegmenter
     from ..everything.masks import coco_document, write_coco_json
     from ..predictor import SamPredictor
+    from ..variants import model_name
 
     if not (args.save_npz or args.overlay or args.coco_json):
         raise CommandError("nothing to write: give --save-npz, --overlay and/or --coco-json")
+    # outputs first: an unwritable path fails now, not after the model ran
+    overlay_path = check_output(args.overlay, "--overlay", image=True) if args.overlay else None
+    coco_path = check_output(args.coco_json, "--coco-json") if args.coco_json else None
+    if args.save_npz:
+        check_output(args.save_npz, "--save-npz")
     config = config_from_args(args)
     if config.strategy != "boxes" and (args.detector or args.boxes_json):
         raise CommandError(f"--detector and --boxes-json give boxes for --strategy boxes, not {config.strategy}")
@@ -124,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     runtime = open_runtime(args)
     predictor = SamPredictor(runtime)
-    segmenter = EverythingSegmenter(predictor, config, detector)
+    segmenter = EverythingSegmenter(predictor, config, detector, progress=_Progress())
     started = time.perf_counter()
     try:
         result = segmenter.segment(image, boxes=boxes)
@@ -134,29 +159,32 @@ def run(args: argparse.Namespace) -> int:
     t = result.timings_ms
     parts = ", ".join(f"{k} {v:.0f} ms" for k, v in t.items() if k != "total")
     print(
-        f"{runtime.describe()}: {config.strategy}: {result.num_prompts} prompt(s), {result.decoder_calls} decoder "
+        f"{model_name(runtime.variant, runtime.prompt_decoder)}, {runtime.describe()}: {config.strategy}: "
+        f"{result.num_prompts} prompt(s), {result.decoder_calls} decoder "
         f"call(s), {len(result)} mask(s); {parts}; total {elapsed:.0f} ms",
         file=sys.stderr,
     )
     if config.strategy == "boxes" and result.num_prompts == 0:
-        print("no boxes to segment (the detector found nothing above --conf)", file=sys.stderr)
+        why = (f"{args.boxes_json} holds no boxes" if boxes is not None
+               else f"the detector found nothing above --conf {config.detector_conf:g}")
+        print(f"no boxes to segment ({why})", file=sys.stderr)
 
     if args.save_npz:
-        Path(args.save_npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.save_npz, **result.npz_arrays())
+        write_npz(args.save_npz, result.npz_arrays(), compress=args.compress)
         print(f"wrote {args.save_npz}", file=sys.stderr)
     if args.coco_json:
-        Path(args.coco_json).parent.mkdir(parents=True, exist_ok=True)
         doc = coco_document(
             result.coco_annotations(), image.shape[0], image.shape[1], Path(args.image).name,
             strategy=config.strategy, decoder_calls=result.decoder_calls, timings_ms=result.timings_ms,
             config=config.to_dict(),
         )
-        write_coco_json(args.coco_json, doc)
-        print(f"wrote {args.coco_json}", file=sys.stderr)
+        try:
+            coco_path.parent.mkdir(parents=True, exist_ok=True)
+            write_coco_json(coco_path, doc)
+        except OSError as exc:
+            raise CommandError(f"cannot write --coco-json {coco_path}: {exc.strerror or exc}") from exc
+        print(f"wrote {coco_path}", file=sys.stderr)
     if args.overlay:
-        from PIL import Image
-
         from ..visualize import draw_overlay
 
         prompt_boxes = None
@@ -164,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
             prompt_boxes = result.prompt_boxes[result.prompt_index]
         overlay = draw_overlay(image, result.masks, scores=result.iou_predictions, points=result.points,
                                boxes=prompt_boxes)
-        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay).save(args.overlay)
-        print(f"wrote {args.overlay}", file=sys.stderr)
+        write_image(overlay_path, overlay)
+        print(f"wrote {overlay_path}", file=sys.stderr)
     runtime.close()
     return 0

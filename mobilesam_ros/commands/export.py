@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..cli import CommandError
+from ..variants import DEFAULT_VARIANT, VARIANTS
 
 HELP = "export a checkpoint to ONNX (encoder.onnx, decoder.onnx, model.json) and validate it against PyTorch"
 
@@ -13,6 +14,9 @@ HELP = "export a checkpoint to ONNX (encoder.onnx, decoder.onnx, model.json) and
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
                         help="MobileSAM / TinySAM checkpoint (mobile_sam.pt, or one from 'synthetic-checkpoint')")
+    parser.add_argument("--decoder-checkpoint", metavar="PT",
+                        help="MobileSAMv2: its Prompt_guided_Mask_Decoder.pt, whose prompt encoder and mask decoder "
+                             "replace the checkpoint's (the image encoder stays the checkpoint's, e.g. mobile_sam.pt)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 17 or newer)")
     parser.add_argument("--single-mask", action="store_true",
@@ -21,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-graph", choices=("fast", "plain"), default="fast",
                         help="fast: re-associated attention and MatMul upscaling, ~40%% less CPU per prompt, "
                              "same results; plain: the model's graph as written (default: fast)")
-    parser.add_argument("--variant", default="mobilesam", choices=("mobilesam", "tinysam"),
-                        help="recorded in model.json (same architecture)")
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=VARIANTS,
+                        help="which SAM the checkpoint is, recorded in model.json; every runtime decodes as its "
+                             "authors do (tinysam: the three multimask outputs for every prompt) "
+                             f"(default: {DEFAULT_VARIANT})")
     parser.add_argument("--decoder-only", action="store_true",
                         help="re-export only the decoder into DIR, keeping its encoder.onnx (e.g. to switch to "
                              "--single-mask)")
@@ -49,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
             single_mask=args.single_mask,
             decoder_graph=args.decoder_graph,
             variant=args.variant,
+            decoder_checkpoint=args.decoder_checkpoint,
             encoder=not args.decoder_only,
             log=log,
         )
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:
         raise CommandError(str(exc).replace("\n", " | ")) from exc
     except ExportError as exc:
         raise CommandError("export validation FAILED: " + str(exc).replace("\n", " | ")) from exc

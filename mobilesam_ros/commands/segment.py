@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..cli import CommandError
+from ._depth import DepthInput, add_depth_arguments, npz_arrays
 from ._common import add_model_arguments, load_image, open_runtime, parse_floats, read_boxes_json
+from ._npz import COMPRESS_HELP, write_npz
+from ._outputs import check_output, write_image
 
 HELP = "segment one image from point and box prompts"
 
@@ -25,10 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompts.add_argument("--boxes-json", metavar="FILE",
                          help="a JSON list of [x0, y0, x1, y1] (or {\"boxes\": [...]}): one object per box, decoded in one batch")
     prompts.add_argument("--mask-input", metavar="NPY", help="previous low-res logits (256x256 .npy) to refine")
-    prompts.add_argument("--multimask", action="store_true", help="return SAM's 3 candidate masks (tokens 1..3)")
+    prompts.add_argument("--multimask", action="store_true",
+                         help="return SAM's 3 candidate masks (tokens 1..3); a TinySAM model always returns its 3")
     out = parser.add_argument_group("output")
     out.add_argument("--save-npz", metavar="OUT.npz", help="write masks, iou_predictions, low_res_logits")
+    out.add_argument("--compress", action="store_true", help=COMPRESS_HELP)
     out.add_argument("--overlay", metavar="OUT.png", help="draw the masks over the image")
+    add_depth_arguments(parser)
 
 
 def _read_mask_input(path: str) -> np.ndarray:
@@ -38,15 +43,27 @@ def _read_mask_input(path: str) -> np.ndarray:
         raise CommandError(f"cannot read mask input {path}: {exc}") from exc
     if mask.size != 256 * 256:
         raise CommandError(f"mask input must be 256x256 low-res logits, {path} has shape {mask.shape}")
-    return mask.reshape(256, 256).astype(np.float32)
+    if not np.issubdtype(mask.dtype, np.number) or np.iscomplexobj(mask):
+        raise CommandError(f"mask input must hold real numbers (logits), {path} has dtype {mask.dtype}")
+    mask = mask.reshape(256, 256).astype(np.float32)
+    if not np.isfinite(mask).all():
+        raise CommandError(f"mask input {path} holds {int((~np.isfinite(mask)).sum())} NaN/inf value(s): "
+                           "logits must be finite")
+    return mask
 
 
 def run(args: argparse.Namespace) -> int:
     from ..predictor import Prompt, PromptError, SamPredictor, validate_prompt
-    from ..visualize import draw_overlay
+    from ..variants import model_name
+    from ..live.depth import draw_distances
+    from ..visualize import draw_overlay, mask_boxes
 
-    if not args.save_npz and not args.overlay:
-        raise CommandError("nothing to write: give --save-npz and/or --overlay")
+    if not args.save_npz and not args.overlay and not args.depth:
+        raise CommandError("nothing to write: give --save-npz and/or --overlay (or --depth to print 3D)")
+    # outputs first: an unwritable path fails now, not after the model ran
+    overlay_path = check_output(args.overlay, "--overlay", image=True) if args.overlay else None
+    if args.save_npz:
+        check_output(args.save_npz, "--save-npz")
     points = [parse_floats(p, 3, "--point") for p in args.point]
     box = np.asarray(parse_floats(args.box, 4, "--box"), np.float32) if args.box else None
     boxes = read_boxes_json(args.boxes_json) if args.boxes_json else None
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     mask_input = _read_mask_input(args.mask_input) if args.mask_input else None
 
     image = load_image(args.image)
+    depth = DepthInput.from_args(args, image.shape[:2])  # None without --depth
     # check prompts against the image before paying for model load and encoding
     try:
         if boxes is not None:
@@ -98,33 +116,37 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     decoded = time.perf_counter()
     print(
-        f"{runtime.describe()}: encoder {1000 * (encoded - started):.0f} ms, "
+        f"{model_name(runtime.variant, runtime.prompt_decoder)}, {runtime.describe()}: "
+        f"encoder {1000 * (encoded - started):.0f} ms, "
         f"decoder + masks {1000 * (decoded - encoded):.0f} ms, {int(np.prod(masks.shape[:-2]))} mask(s)",
         file=sys.stderr,
     )
+    objects3d = depth.measure(masks) if depth is not None else None
+    if objects3d is not None:
+        depth.report(objects3d, result.iou_predictions)
     if args.save_npz:
-        Path(args.save_npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            args.save_npz,
+        write_npz(args.save_npz, dict(
             masks=masks,
             iou_predictions=result.iou_predictions,
             low_res_logits=result.low_res_logits,
-        )
+            **npz_arrays(objects3d),
+        ), compress=args.compress)
         print(f"wrote {args.save_npz}", file=sys.stderr)
     if args.overlay:
-        from PIL import Image
-
-        flat = masks.reshape(-1, *masks.shape[-2:])
+        # TinySAM: one mask per object, the best-scored of its three (as its demos show)
+        shown = result.best() if predictor.always_three_masks else result
+        flat = shown.masks.reshape(-1, *shown.masks.shape[-2:])
         overlay = draw_overlay(
             image,
             flat,
-            scores=result.iou_predictions.reshape(-1),
+            scores=shown.iou_predictions.reshape(-1),
             points=np.asarray([p[:2] for p in points]) if points else None,
             point_labels=np.asarray([p[2] for p in points]) if points else None,
             boxes=boxes if boxes is not None else box,
         )
-        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay).save(args.overlay)
-        print(f"wrote {args.overlay}", file=sys.stderr)
+        if depth is not None:  # each shown object's distance under its score
+            draw_distances(overlay, mask_boxes(flat), depth.measure(flat))
+        write_image(overlay_path, overlay)
+        print(f"wrote {overlay_path}", file=sys.stderr)
     runtime.close()
     return 0

@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor import ImageEmbedding, SamPredictor
+from ..predictor import ImageEmbedding, SamPredictor, select_best
 from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE, empty_mask_input
 from ..transforms import upscale_logits
 from . import masks as mk
 from .grid import box_prompt_arrays, grid_points, low_res_valid_size, point_prompt_arrays
 from .hierarchical import CoverageMap, dense_points
+from ..variants import PROMPT_GUIDED_DECODER
 
 STRATEGIES = ("boxes", "grid", "hierarchical")
 NMS_KINDS = ("box", "mask")
@@ -79,8 +80,10 @@ class EverythingConfig:
     #: duplicate removal: "box" (IoU of the masks' boxes, SAM's) or "mask" (IoU of the
     #: low-res masks; slower, better for objects sharing a box)
     nms: str = "box"
-    #: NMS IoU threshold (SAM's box_nms_thresh); 1.0 or more turns NMS off
-    nms_thresh: float = 0.7
+    #: NMS IoU threshold (SAM's box_nms_thresh); 1.0 or more turns NMS off. None: the
+    #: model's published default: off for MobileSAMv2's prompt-guided decoder in the boxes
+    #: strategy (its script keeps every mask), else SAM's 0.7
+    nms_thresh: float | None = None
     #: drop masks with fewer pixels than this (original resolution); empty masks always go
     min_area: int = 0
     #: fill holes and remove islands smaller than this many pixels (SAM's
@@ -233,11 +236,16 @@ class EverythingSegmenter:
     built-in detector for that frame.
     """
 
-    def __init__(self, predictor: SamPredictor, config: EverythingConfig | None = None, detector=None) -> None:
+    def __init__(self, predictor: SamPredictor, config: EverythingConfig | None = None, detector=None,
+                 progress=None) -> None:
         self.predictor = predictor
         self.config = config or EverythingConfig()
         self.config.validate()
         self.detector = detector
+        #: ``progress(stage, done, total)`` after each decoder call ("boxes", "grid",
+        #: "sparse", "dense"; prompts decoded so far of the stage's total): long runs
+        #: (a 32x32 grid on a CPU) report where they are
+        self.progress = progress
 
     # --- public ---------------------------------------------------------------------
     def segment(
@@ -273,7 +281,7 @@ class EverythingSegmenter:
                 f"this image is {image.shape[1]}x{image.shape[0]}"
             )
 
-        run = _Run(self.predictor, embedding, cfg, timings)
+        run = _Run(self.predictor, embedding, cfg, timings, self.progress)
         if cfg.strategy == "boxes":
             prompt_boxes = self._prompt_boxes(image, embedding, boxes, cfg, timings)
             run.run_boxes(prompt_boxes)
@@ -331,11 +339,22 @@ def sanitize_boxes(boxes: np.ndarray, original_size: tuple[int, int]) -> tuple[n
     return arr, np.flatnonzero(usable)
 
 
+def published_nms_thresh(cfg: EverythingConfig, predictor: SamPredictor) -> float:
+    """NMS as the model's authors run everything: MobileSAMv2 (boxes from the object-aware
+    model through the prompt-guided decoder) keeps every mask; SAM and TinySAM use 0.7."""
+    decoder = getattr(predictor.runtime, "prompt_decoder", None) or {}
+    if cfg.strategy == "boxes" and decoder.get("kind") == PROMPT_GUIDED_DECODER:
+        return 1.0
+    return 0.7
+
+
 class _Run:
     """One segment() call: decode, filter, NMS, upsample survivors."""
 
-    def __init__(self, predictor: SamPredictor, emb: ImageEmbedding, cfg: EverythingConfig, timings: dict) -> None:
+    def __init__(self, predictor: SamPredictor, emb: ImageEmbedding, cfg: EverythingConfig, timings: dict,
+                 progress=None) -> None:
         self.predictor = predictor
+        self.progress = progress or (lambda stage, done, total: None)
         self.runtime = predictor.runtime
         self.emb = emb
         self.cfg = cfg
@@ -344,6 +363,7 @@ class _Run:
             timings.setdefault(key, 0.0)
         self.decoder_calls = 0
         self.num_prompts = 0
+        self.nms_thresh = published_nms_thresh(cfg, predictor) if cfg.nms_thresh is None else float(cfg.nms_thresh)
         self.iou_thresh = cfg.resolved("pred_iou_thresh")
         self.stab_thresh = cfg.resolved("stability_score_thresh")
         self.lr_h, self.lr_w = low_res_valid_size(emb.input_size)
@@ -355,20 +375,21 @@ class _Run:
         self._scratch_full = np.empty((IMAGE_SIZE, IMAGE_SIZE), np.float32)
 
     # --- decoding ---------------------------------------------------------------------
-    def _tokens(self, multimask: bool) -> slice:
-        if self.runtime.num_mask_outputs == 1 or not multimask:
-            return slice(0, 1)
-        return slice(1, 4)
-
     def decode(self, coords: np.ndarray, labels: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
         """One decoder call: coords (B, N, 2) model frame, labels (B, N) ->
-        iou (B, M), low-res logits (B, M, 256, 256)."""
+        iou (B, M), low-res logits (B, M, 256, 256). ``multimask`` False: one mask per
+        prompt as the model's authors pick it (MobileSAM / MobileSAMv2: token 0;
+        TinySAM: the best-scored of tokens 1..3), so M = 1."""
         t0 = _timer()
         out = self.runtime.decode(self.emb.embedding, coords, labels, self._no_mask, self._no_mask_flag)
         self.timings["decoder"] += (_timer() - t0) * 1e3
         self.decoder_calls += 1
-        tokens = self._tokens(multimask)
-        return out.iou_predictions[:, tokens], out.low_res_masks[:, tokens]
+        multimask = multimask and self.runtime.num_mask_outputs > 1  # a single-mask export has token 0 only
+        tokens = self.predictor.tokens(multimask)
+        iou, logits = out.iou_predictions[:, tokens], out.low_res_masks[:, tokens]
+        if not multimask:
+            iou, logits = select_best(iou, logits, keepdims=True)
+        return iou, logits
 
     # --- strategies -------------------------------------------------------------------
     def run_boxes(self, boxes: np.ndarray) -> None:
@@ -383,8 +404,9 @@ class _Run:
             coords, labels = box_prompt_arrays(boxes[index], self.emb.original_size, self.emb.input_size)
             iou, logits = self.decode(coords, labels, multimask=False)
             self.add(logits[:, 0], iou[:, 0], None, index)
+            self.progress("boxes", min(start + chunk, len(usable)), len(usable))
 
-    def _run_points(self, points: np.ndarray, index_offset: int = 0) -> None:
+    def _run_points(self, points: np.ndarray, index_offset: int = 0, stage: str = "grid") -> None:
         batch = self.cfg.points_per_batch
         for start in range(0, len(points), batch):
             part = points[start : start + batch]
@@ -395,6 +417,7 @@ class _Run:
             self.add(
                 logits.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), iou.reshape(-1), np.repeat(part, m, axis=0), index
             )
+            self.progress(stage, start + len(part), len(points))
         self.num_prompts += len(points)
 
     def run_grid(self) -> None:
@@ -410,13 +433,13 @@ class _Run:
             scale = LOW_RES_SIZE / 1024
             self.coverage = CoverageMap((self.lr_h, self.lr_w), (w_in / w * scale, h_in / h * scale))
         sparse = grid_points(cfg.points_per_side // cfg.hierarchical_factor, (h, w))
-        self._run_points(sparse)
+        self._run_points(sparse, stage="sparse")
         coverage, self.coverage = self.coverage, None
         dense = dense_points(sparse, (h, w), cfg.points_per_side, coverage)
         self.stats["sparse_points"] = len(sparse)
         self.stats["dense_points"] = len(dense)
         self.stats["covered_fraction"] = round(coverage.fraction, 4)
-        self._run_points(dense, index_offset=len(sparse))
+        self._run_points(dense, index_offset=len(sparse), stage="dense")
 
     # --- filtering ----------------------------------------------------------------------
     def _upscale(self, logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -521,7 +544,7 @@ class _Run:
         points = c.cat("points", (0, 2), np.float64) if c.points else None
         logits = c.cat("logits", (0, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
         n = len(iou)
-        use_nms = cfg.nms_thresh < 1.0
+        use_nms = self.nms_thresh < 1.0
         if cfg.nms == "mask" and use_nms:
             lr_masks = c.cat("lowres_masks", (0, self.lr_h, self.lr_w), bool)
             lr_boxes = mk.masks_to_boxes(lr_masks).astype(np.int64)
@@ -554,7 +577,7 @@ class _Run:
                 # IoU <= smaller area / larger area: only comparable sizes can be suppressed
                 small = np.minimum(lr_areas[rest], lr_areas[i])
                 large = np.maximum(np.maximum(lr_areas[rest], lr_areas[i]), 1)
-                rest = rest[small / large > cfg.nms_thresh]
+                rest = rest[small / large > self.nms_thresh]
                 x0, y0, x1, y1 = lr_boxes[i]
                 sub = lr_masks[rest, y0 : y1 + 1, x0 : x1 + 1]
                 inter = np.count_nonzero(sub & lr_masks[i, y0 : y1 + 1, x0 : x1 + 1], axis=(1, 2))
@@ -562,7 +585,7 @@ class _Run:
                 ious = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
             else:
                 ious = mk.box_iou(box[None], boxes[rest])[0]
-            alive[rest[ious > cfg.nms_thresh]] = False
+            alive[rest[ious > self.nms_thresh]] = False
         self.stats["after_nms"] = len(kept)
         self.stats["rejected_at_full_res"] = rejected
 
@@ -570,7 +593,7 @@ class _Run:
         out_m = np.stack(out_masks) if out_masks else np.zeros((0, h, w), bool)
         out_s = np.asarray(out_stab, np.float32)
         if cfg.remove_small_regions > 0 and len(keep):
-            out_m, order2 = _remove_small_regions(out_m, iou[keep], cfg.remove_small_regions, cfg.nms_thresh)
+            out_m, order2 = _remove_small_regions(out_m, iou[keep], cfg.remove_small_regions, self.nms_thresh)
             out_s, keep = out_s[order2], keep[order2]
             ok = out_m.sum(axis=(1, 2)) >= max(1, cfg.min_area)
             out_m, out_s, keep = out_m[ok], out_s[ok], keep[ok]

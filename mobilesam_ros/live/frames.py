@@ -220,11 +220,13 @@ class FrameSlot:
 
     The producer (an image callback) never blocks on the consumer (the inference
     worker); frames replaced before the worker took them are counted as dropped.
-    ``wait`` also wakes up on ``notify`` (new prompts) and ``close``.
+    ``wait`` also wakes up on ``notify`` (new prompts) and ``close``. Slots of several
+    cameras share one ``condition``, so one worker can wait for any of them
+    (:class:`~.scheduler.CameraScheduler`).
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
+    def __init__(self, condition: threading.Condition | None = None) -> None:
+        self._cond = condition or threading.Condition()
         self._item: SlotItem | None = None
         self._flag = False
         self._closed = False
@@ -255,6 +257,11 @@ class FrameSlot:
             if self._item is None:
                 return None
             return UNSTAMPED if self._item.key is None else self._item.key
+
+    def ready(self) -> bool:
+        """A frame or a notification is waiting (what ``wait`` waits for, closing aside)."""
+        with self._cond:
+            return self._item is not None or self._flag
 
     def notify(self) -> None:
         """Wake a waiting consumer without a frame (e.g. prompts changed)."""

@@ -11,6 +11,13 @@ Two prompt groups are kept:
   without it a new point replaces the previous ones.
 * **boxes**: one object per box (x0, y0, x1, y1); a new box list replaces the
   previous one (a detector's latest detections), an empty list clears them.
+* **objects** (``add_object``): one group per object added on its own (a point or a
+  box, optionally aimed at an existing track id), so adding one disturbs no other.
+
+With tracking (:mod:`.tracking`), a group is a *prompt*, not a standing order: the
+segmenter takes each group once, on the frame it is bound to (``take_fresh``), and
+the tracker follows the object from there. ``remove(track_id)`` queues the removal of
+one tracked object; ``clear`` (which bumps ``generation``) ends them all.
 
 Every change records the stamp it carries. The consumer (the inference worker)
 takes the changes, resolves each stamp to a frame with :func:`resolve_target`
@@ -36,11 +43,15 @@ import numpy as np
 from ..predictor import Prompt, PromptError
 
 PERSISTENCE = ("sticky", "once")
-POINTS, BOXES, CLEAR = "points", "boxes", "clear"
+POINTS, BOXES, CLEAR, REMOVE = "points", "boxes", "clear", "remove"
+OBJECT = "object:"  # prefix of the groups of objects added on their own
 
 __all__ = [
     "BOXES",
     "CLEAR",
+    "FreshPrompt",
+    "OBJECT",
+    "REMOVE",
     "PERSISTENCE",
     "POINTS",
     "Change",
@@ -83,6 +94,20 @@ class ObjectPrompt:
 
 
 @dataclass
+class FreshPrompt:
+    """A group taken once by the tracker: the point object or an added object
+    (``prompt``), or a detector's box list (``boxes``, possibly empty)."""
+
+    group: str
+    prompt: Prompt | None = None
+    boxes: np.ndarray | None = None
+    class_ids: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    target_id: int = 0
+    point_count: int = 0
+
+
+@dataclass
 class _Group:
     bound: Hashable = None  # frame key the group was last bound to
     is_bound: bool = False
@@ -95,6 +120,8 @@ class _Group:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     class_ids: list = field(default_factory=list)
     scores: list = field(default_factory=list)
+    target_id: int = 0  # objects: the track a prompt is for (0: a new object)
+    taken: int = -1  # serial last taken by take_fresh
 
     def empty(self) -> bool:
         return not self.points and len(self.boxes) == 0
@@ -146,6 +173,9 @@ class PromptState:
         self._groups = {POINTS: _Group(), BOXES: _Group()}
         self._changes: list[Change] = []
         self._serial = 0
+        self._removals: list[int] = []
+        #: bumped by every clear(): the tracker ends its tracks when it changes
+        self.generation = 0
         #: (height, width) of the latest frame, set by the consumer: points outside
         #: it are refused at once (before they could spoil an accumulated object)
         self.bounds: tuple[int, int] | None = None
@@ -229,10 +259,72 @@ class PromptState:
             self._record(BOXES, stamp)
         return problems
 
+    def add_object(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        stamp: Hashable = None,
+        target_id: int = 0,
+        class_id: str = "",
+    ) -> None:
+        """Add one object (a point or a box) without touching the others; with
+        ``target_id`` the prompt is for that tracked object instead (it keeps its id).
+
+        Raises PromptError for a non-finite / empty prompt, one outside the latest frame,
+        or more than ``max_boxes`` objects waiting."""
+        pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        bx = None if box is None else np.asarray(box, np.float32).reshape(4)
+        if pts is None and bx is None:
+            raise PromptError("an object needs a point or a box")
+        values = [] if pts is None else pts.ravel().tolist()
+        values += [] if bx is None else bx.tolist()
+        if not _finite(*values):
+            raise PromptError(f"object prompt {values} is not finite")
+        if bx is not None and (bx[2] <= bx[0] or bx[3] <= bx[1]):
+            raise PromptError(f"box {bx.tolist()} is empty (need x0 < x1 and y0 < y1)")
+        bounds = self.bounds
+        if bounds is not None:
+            height, width = bounds
+            if pts is not None and ((pts[:, 0] < 0) | (pts[:, 0] > width) | (pts[:, 1] < 0) | (pts[:, 1] > height)).any():
+                raise PromptError(f"point {pts[0].tolist()} is outside the {width}x{height} image")
+            if bx is not None:
+                if bx[2] <= 0 or bx[3] <= 0 or bx[0] >= width or bx[1] >= height:
+                    raise PromptError(f"box {bx.tolist()} lies outside the {width}x{height} image")
+                np.clip(bx[0::2], 0, width, out=bx[0::2])
+                np.clip(bx[1::2], 0, height, out=bx[1::2])
+        with self._lock:
+            if sum(1 for name in self._groups if name.startswith(OBJECT)) >= self.max_boxes:
+                raise PromptError(f"{self.max_boxes} objects are already waiting (max_boxes)")
+            self._serial += 1
+            name = f"{OBJECT}{self._serial}"
+            g = _Group(target_id=int(target_id))
+            if pts is not None:
+                g.points = [tuple(p) for p in pts.tolist()]
+                g.labels = [1] * len(pts) if labels is None else [int(v) for v in np.asarray(labels).reshape(-1)]
+            if bx is not None:
+                g.boxes = bx.reshape(1, 4)
+            g.class_ids = [str(class_id)]
+            self._groups[name] = g
+            self._record(name, stamp)
+
+    def remove(self, track_id: int) -> None:
+        """Queue the removal of tracked object ``track_id``."""
+        with self._lock:
+            self._removals.append(int(track_id))
+            self._record(REMOVE, None)
+
+    def take_removals(self) -> list[int]:
+        with self._lock:
+            removals, self._removals = self._removals, []
+        return removals
+
     def clear(self) -> None:
-        """Forget every prompt (points and boxes)."""
+        """Forget every prompt (points, boxes, objects)."""
         with self._lock:
             self._groups = {POINTS: _Group(), BOXES: _Group()}
+            self._removals = []
+            self.generation += 1
             self._record(CLEAR, None)
 
     # --- consumer -------------------------------------------------------------------
@@ -268,7 +360,10 @@ class PromptState:
         with self._lock:
             g = self._groups.get(change.group)
             if g is not None and g.serial == change.serial:
-                self._groups[change.group] = _Group()
+                if change.group.startswith(OBJECT):
+                    del self._groups[change.group]
+                else:
+                    self._groups[change.group] = _Group()
 
     def _applies(self, g: _Group, key: Hashable) -> bool:
         if g.empty() or not g.is_bound:
@@ -277,20 +372,41 @@ class PromptState:
 
     def objects_for(self, key: Hashable) -> list[ObjectPrompt]:
         """The objects frame ``key`` is segmented with: the points object first, then
-        one object per box (this order is the label order)."""
+        one object per box, then the added objects (this order is the label order)."""
         out: list[ObjectPrompt] = []
         with self._lock:
             g = self._groups[POINTS]
             if self._applies(g, key):
-                out.append(
-                    ObjectPrompt(
-                        Prompt(points=np.array(g.points, np.float32), labels=np.array(g.labels, np.int64)), POINTS
-                    )
-                )
+                out.append(ObjectPrompt(_prompt(g), POINTS))
             g = self._groups[BOXES]
             if self._applies(g, key):
                 for box, cid, score in zip(g.boxes, g.class_ids, g.scores):
                     out.append(ObjectPrompt(Prompt(box=box.copy()), BOXES, cid, score))
+            for name, g in self._groups.items():
+                if name.startswith(OBJECT) and self._applies(g, key):
+                    out.append(ObjectPrompt(_prompt(g), "object", g.class_ids[0] if g.class_ids else ""))
+        return out
+
+    def take_fresh(self, key: Hashable, cached: Container) -> list[FreshPrompt]:
+        """The groups bound to frame ``key`` (or to a frame no longer in ``cached``) that
+        were not taken yet, each returned once (for the tracker). Taken objects are
+        forgotten here: their track owns them."""
+        out: list[FreshPrompt] = []
+        with self._lock:
+            for name, g in list(self._groups.items()):
+                if not g.is_bound or g.awaiting_frame or g.taken == g.serial:
+                    continue
+                if g.bound != key and g.bound in cached:
+                    continue
+                g.taken = g.serial
+                if name == BOXES:
+                    out.append(FreshPrompt(name, boxes=g.boxes.copy(), class_ids=list(g.class_ids),
+                                           scores=list(g.scores)))
+                elif not g.empty():
+                    out.append(FreshPrompt(name, _prompt(g), class_ids=list(g.class_ids), target_id=g.target_id,
+                                           point_count=len(g.points)))
+                if name.startswith(OBJECT):
+                    del self._groups[name]
         return out
 
     def boxes_for(self, key: Hashable) -> tuple[np.ndarray, list[str]] | None:
@@ -303,4 +419,13 @@ class PromptState:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"points": len(self._groups[POINTS].points), "boxes": len(self._groups[BOXES].boxes)}
+            return {"points": len(self._groups[POINTS].points), "boxes": len(self._groups[BOXES].boxes),
+                    "objects": sum(1 for name in self._groups if name.startswith(OBJECT))}
+
+
+def _prompt(g: _Group) -> Prompt:
+    """A group's single-object prompt (points and / or its first box)."""
+    points = np.array(g.points, np.float32).reshape(-1, 2) if g.points else None
+    labels = np.array(g.labels, np.int64) if g.points else None
+    box = g.boxes[0].copy() if len(g.boxes) else None
+    return Prompt(points=points, labels=labels, box=box)

@@ -3,7 +3,12 @@ few embeddings, decode the active prompts (or segment everything) in batched cal
 
 The ROS node converts messages to arrays and hands them here; everything that does
 not depend on a message type lives in this module and in :mod:`.prompts` /
-:mod:`.frames`, so it is unit-tested without rclpy.
+:mod:`.frames` / :mod:`.tracking`, so it is unit-tested without rclpy.
+
+With tracking (the default), every published object carries a track id
+(``SegmentationResult.track_ids``, ``.objects()``): prompts start objects and the
+:class:`~.tracking.Tracker` follows them; all propagated objects of a frame are
+decoded in one batched decoder call.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 
 from .frames import FrameError
 from .stats import error_kind
-from ..predictor import ImageEmbedding, PromptError, SamPredictor, validate_prompt
-from .prompts import CLEAR, ObjectPrompt, PromptState, resolve_target
+from ..predictor import ImageEmbedding, Prompt, PromptError, SamPredictor, validate_prompt
+from .prompts import BOXES, CLEAR, POINTS, REMOVE, ObjectPrompt, PromptState, resolve_target
+from .tracking import TrackedObject, Tracker, TrackingConfig
 from ..postprocess import get_postprocessor
 from ..runtime.base import LOW_RES_SIZE
 from ..visualize import mask_boxes, masks_to_label_image
@@ -35,6 +41,7 @@ class FrameEntry:
     image: np.ndarray
     received: float  # time.monotonic() when the frame arrived
     embedding: ImageEmbedding
+    seq: int = 0  # 1, 2, ... in encoding order (the tracker's frame clock)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -49,7 +56,7 @@ class SegmentationResult:
     masks: np.ndarray  # (K, H, W) bool
     scores: np.ndarray  # (K,) predicted IoU
     boxes: np.ndarray  # (K, 4) float32 x0, y0, x1, y1 of each mask (x1/y1 exclusive)
-    labels: np.ndarray  # (H, W) uint16: 0 background, object i -> i + 1 (larger drawn first)
+    labels: np.ndarray  # (H, W) uint16: 0 background, object i -> track_ids[i] (larger drawn first)
     class_ids: list[str]
     trigger: str  # "frame" (new frame encoded) or "prompt" (prompts changed)
     prompt_points: np.ndarray | None = None  # (N, 2)
@@ -57,9 +64,30 @@ class SegmentationResult:
     prompt_boxes: np.ndarray | None = None  # (B, 4)
     timings_ms: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # prompts that were skipped, and why
+    track_ids: np.ndarray | None = None  # (K,) int: the objects' ids (1..K without tracking)
+    sources: list[str] = field(default_factory=list)  # per object: point, object, boxes, everything
+    states: list[str] = field(default_factory=list)  # per object: new, tracked, reacquired
+    events: list[str] = field(default_factory=list)  # tracks lost / re-acquired / ended (logged)
+
+    def __post_init__(self) -> None:
+        if self.track_ids is None:
+            self.track_ids = np.arange(1, len(self.masks) + 1, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.masks)
+
+    def objects(self) -> list[TrackedObject]:
+        """One :class:`~.tracking.TrackedObject` per object, in label order (the
+        contract documented in :mod:`.tracking`)."""
+        return [
+            TrackedObject(
+                int(self.track_ids[i]), self.masks[i], self.boxes[i], float(self.scores[i]),
+                self.class_ids[i] if i < len(self.class_ids) else "",
+                self.sources[i] if i < len(self.sources) else "",
+                self.states[i] if i < len(self.states) else "tracked",
+            )
+            for i in range(len(self.masks))
+        ]
 
     def union_mask(self) -> np.ndarray:
         """(H, W) bool: inside any object."""
@@ -92,6 +120,7 @@ class StreamSegmenter:
         everything: Any = None,
         multimask_single_point: bool = True,
         min_score: float = 0.0,
+        tracking: TrackingConfig | None = None,
     ) -> None:
         if mode not in ("prompt", "everything"):
             raise ValueError(f"mode must be prompt or everything, got {mode!r}")
@@ -105,7 +134,13 @@ class StreamSegmenter:
         self.min_score = float(min_score)
         self._history: OrderedDict[Hashable, FrameEntry] = OrderedDict()
         self._unstamped = itertools.count()
+        self._seq = itertools.count(1)
         self.latest_key: Hashable = None
+        #: follows objects and gives them ids (None: tracking.enabled false, ids 1..K per frame)
+        self.tracker: Tracker | None = None
+        if tracking is not None and tracking.enabled:
+            self.tracker = Tracker(tracking, predictor.mask_threshold, prompts.persistence)
+        self._generation = prompts.generation
 
     # --- frames -----------------------------------------------------------------------
     @property
@@ -134,7 +169,8 @@ class StreamSegmenter:
         t0 = time.perf_counter()
         embedding = self.predictor.set_image(image, key=key)
         encode_ms = _ms(t0)
-        entry = FrameEntry(key, header, image, time.monotonic() if received is None else received, embedding)
+        entry = FrameEntry(key, header, image, time.monotonic() if received is None else received, embedding,
+                           next(self._seq))
         self._history[key] = entry
         while len(self._history) > self.cache_size:
             self._history.popitem(last=False)
@@ -150,6 +186,8 @@ class StreamSegmenter:
             raise KeyError(f"frame {key} is not cached")
         if self.mode == "everything":
             return self._segment_everything(entry, trigger)
+        if self.tracker is not None:
+            return self._segment_tracked(entry, trigger)
         return self._segment_prompts(entry, trigger)
 
     def _empty(self, entry: FrameEntry, trigger: str, **extra) -> SegmentationResult:
@@ -182,18 +220,8 @@ class StreamSegmenter:
 
         t0 = time.perf_counter()
         n = len(objects)
-        scores = np.empty((n,), np.float32)
-        low_res = np.empty((n, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-        multi = [i for i, o in enumerate(objects) if self.multimask_single_point and o.single_point]
-        single = [i for i, o in enumerate(objects) if not (self.multimask_single_point and o.single_point)]
-        for indices, multimask in ((single, False), (multi, True)):
-            if not indices:
-                continue
-            iou, logits = self.predictor.decode_low_res([objects[i].prompt for i in indices], multimask, embedding)
-            best = iou.argmax(axis=1)
-            rows = np.arange(len(indices))
-            scores[indices] = iou[rows, best]
-            low_res[indices] = logits[rows, best]
+        scores, low_res = self._decode([o.prompt for o in objects],
+                                       [self.multimask_single_point and o.single_point for o in objects], embedding)
         decode_ms = _ms(t0)
 
         t0 = time.perf_counter()
@@ -231,12 +259,135 @@ class StreamSegmenter:
         ids = [""] * len(masks)
         if class_ids is not None and res.prompt_index is not None:
             ids = [class_ids[int(i)] if int(i) < len(class_ids) else "" for i in np.asarray(res.prompt_index)[keep]]
-        labels = masks_to_label_image(masks)
-        result = SegmentationResult(entry, masks, scores, out_boxes, labels, ids, trigger, **extra)
+        track_ids = None
+        if self.tracker is not None:
+            t1 = time.perf_counter()
+            self._sync_tracker()
+            track_ids = self.tracker.associate_masks(entry.seq, masks)
+            tracking_ms = _ms(t1)
+        labels = masks_to_label_image(masks, ids=track_ids)
+        result = SegmentationResult(entry, masks, scores, out_boxes, labels, ids, trigger, **extra,
+                                    track_ids=track_ids, sources=["everything"] * len(masks))
         result.prompt_boxes = res.prompt_boxes if res.prompt_boxes is not None else boxes
         result.timings_ms = {"decode": decode_ms, "postprocess": _ms(t0)}
         result.timings_ms.update({f"everything.{k}": v for k, v in res.timings_ms.items()})
+        if self.tracker is not None:
+            result.timings_ms["tracking"] = tracking_ms
+            result.events = self.tracker.take_events()
         return result
+
+    # --- tracking -------------------------------------------------------------------------------
+    def _sync_tracker(self) -> list[str]:
+        """Apply prompt/clear and prompt/remove to the tracks; returns problems."""
+        problems = []
+        generation = self.prompts.generation
+        if generation != self._generation:
+            self._generation = generation
+            self.tracker.clear()
+        for track_id in self.prompts.take_removals():
+            if not self.tracker.remove(track_id):
+                problems.append(f"prompt/remove: no object with id {track_id}")
+        return problems
+
+    def _take_prompts(self, entry: FrameEntry) -> list[str]:
+        """Hand the prompts that are new on this frame to the tracker; returns problems."""
+        tracker = self.tracker
+        problems: list[str] = []
+        for fresh in self.prompts.take_fresh(entry.key, self._history):
+            if fresh.group == BOXES:
+                keep = []
+                for box in fresh.boxes:
+                    try:
+                        validate_prompt(Prompt(box=box), entry.size)
+                        keep.append(True)
+                    except PromptError as exc:
+                        problems.append(f"boxes prompt skipped: {exc}")
+                        keep.append(False)
+                keep_arr = np.array(keep, bool)
+                boxes = fresh.boxes[keep_arr] if len(keep) else fresh.boxes
+                class_ids = [c for c, k in zip(fresh.class_ids, keep) if k]
+                tracker.detections(entry.seq, boxes, class_ids)
+                continue
+            try:
+                validate_prompt(fresh.prompt, entry.size)
+            except PromptError as exc:
+                problems.append(f"{'points' if fresh.group == POINTS else 'object'} prompt skipped: {exc}")
+                continue
+            if fresh.group == POINTS:
+                same = self.prompts.accumulate_points and fresh.point_count > 1
+                tracker.point_object(entry.seq, fresh.prompt, same_object=same)
+            elif tracker.add_object(entry.seq, fresh.prompt, fresh.target_id,
+                                    fresh.class_ids[0] if fresh.class_ids else "") is None:
+                problems.append(f"prompt/object: no object with id {fresh.target_id} to re-prompt")
+        return problems
+
+    def _segment_tracked(self, entry: FrameEntry, trigger: str) -> SegmentationResult:
+        tracker = self.tracker
+        t0 = time.perf_counter()
+        problems = self._sync_tracker()
+        tracker.frame(entry.seq, entry.image)
+        problems += self._take_prompts(entry)
+        planned = tracker.plan(entry.seq, entry.size)
+        tracking_ms = _ms(t0)
+        if not planned:
+            result = self._empty(entry, trigger, problems=problems)
+            result.events = tracker.take_events()
+            result.timings_ms = {"tracking": tracking_ms}
+            return result
+
+        t0 = time.perf_counter()
+        scores, low_res = self._decode([p.prompt for p in planned],
+                                       [self.multimask_single_point and p.multimask for p in planned], entry.embedding)
+        decode_ms = _ms(t0)
+
+        t0 = time.perf_counter()
+        keep = tracker.observe(entry.seq, planned, scores, low_res)
+        tracking_ms += _ms(t0)
+        t0 = time.perf_counter()
+        if self.min_score > 0:
+            dropped = [i for i in keep if scores[i] < self.min_score]
+            if dropped:
+                problems.append(f"{len(dropped)} object(s) below min_score {self.min_score} dropped")
+                keep = [i for i in keep if scores[i] >= self.min_score]
+        ids = np.array([planned[i].track.track_id for i in keep], np.int64)
+        masks = _upscale(low_res[keep], entry.embedding, self.predictor.mask_threshold)
+        boxes = mask_boxes(masks)
+        labels = masks_to_label_image(masks, ids=ids)
+        tracker.set_boxes(ids, boxes)
+        points = [planned[i].prompt for i in keep if planned[i].prompt.points is not None]
+        user_boxes = [planned[i].prompt.box for i in keep
+                      if planned[i].kind in ("new", "prompt", "detection") and planned[i].prompt.box is not None]
+        result = SegmentationResult(
+            entry, masks, scores[keep], boxes, labels,
+            [planned[i].track.class_id for i in keep], trigger,
+            prompt_points=np.concatenate([p.points for p in points]) if points else None,
+            prompt_labels=np.concatenate([p.labels for p in points]) if points else None,
+            prompt_boxes=np.stack(user_boxes) if user_boxes else None,
+            problems=problems, track_ids=ids, sources=[planned[i].track.source for i in keep],
+            states=tracker.states(planned, keep), events=tracker.take_events(),
+        )
+        result.timings_ms = {"decode": decode_ms, "tracking": tracking_ms, "postprocess": _ms(t0)}
+        return result
+
+    def _decode(self, prompts: list[Prompt], multimask: list[bool], embedding: ImageEmbedding
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Best score and low-res logits per prompt: those flagged ``multimask`` take the
+        best of SAM's three candidates, the rest the single-mask output. Prompts of one
+        layout share a batched decoder call (every propagated object has the same one)."""
+        n = len(prompts)
+        scores = np.empty((n,), np.float32)
+        low_res = np.empty((n, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+        multi = [i for i in range(n) if multimask[i]]
+        single = [i for i in range(n) if not multimask[i]]
+        for indices, flag in ((single, False), (multi, True)):
+            if not indices:
+                continue
+            iou, logits = self.predictor.decode_low_res([prompts[i] for i in indices], flag, embedding)
+            best = iou.argmax(axis=1)
+            rows = np.arange(len(indices))
+            scores[indices] = iou[rows, best]
+            low_res[indices] = logits[rows, best]
+        return scores, low_res
 
 
 class StreamWorker:
@@ -307,7 +458,7 @@ class StreamWorker:
         latest = self.segmenter.latest_key
         now: dict = {}
         for change in changes:
-            if change.group == CLEAR:
+            if change.group in (CLEAR, REMOVE):
                 if latest is not None:
                     now[latest] = None
                 continue
@@ -349,10 +500,14 @@ class StreamWorker:
     def _emit(self, result: SegmentationResult) -> None:
         for problem in result.problems:
             self.errors.report(error_kind("prompt", problem), problem, counter="prompt_errors")
-        for stage in ("decode", "postprocess"):
+        for event in result.events:  # each is its own kind: logged once, never throttled away
+            self.errors.report(f"track:{event}", event, counter=None, level="info")
+        for stage in ("decode", "tracking", "postprocess"):
             if stage in result.timings_ms:
                 self.stats.stage(stage, result.timings_ms[stage])
         if len(result) == 0 and not self.publish_empty and result.trigger == "frame":
+            return
+        if self.slot.closed:  # stop() was called: the publishers may be gone already
             return
         t0 = time.perf_counter()
         self.publish(result)

@@ -76,6 +76,8 @@ class NodeStats:
         self.last_error = ""
         self.last_error_time: float | None = None
         self.last_frame_time: float | None = None
+        self._processed_first: float | None = None
+        self._processed_last: float | None = None
         self.started = clock()
 
     def count(self, name: str, n: int = 1) -> None:
@@ -92,9 +94,13 @@ class NodeStats:
             self.last_frame_time = now
 
     def frame_processed(self) -> None:
+        now = self._clock()
         with self._lock:
             self.counters["frames_processed"] += 1
-            self._out_rate.tick(self._clock())
+            self._out_rate.tick(now)
+            if self._processed_first is None:
+                self._processed_first = now
+            self._processed_last = now
 
     def stage(self, name: str, ms: float) -> None:
         with self._lock:
@@ -116,7 +122,10 @@ class NodeStats:
         with self._lock:
             out = dict(self.counters)
             out["input_rate_hz"] = round(self._in_rate.rate(now), 3)
-            out["output_rate_hz"] = round(self._out_rate.rate(now), 3)
+            out["output_rate_hz"] = round(self._out_rate.rate(now), 3)  # the last 5 s: 0 once idle
+            # over the whole run (first to last processed frame): what a summary reports
+            n, first, last = self.counters["frames_processed"], self._processed_first, self._processed_last
+            out["output_rate_hz_run"] = round((n - 1) / (last - first), 3) if n > 1 and last > first else 0.0
             out["latency_ms_mean"] = round(self.latency.mean(), 2)
             out["latency_ms_max"] = round(self.latency.max(), 2)
             for name, window in self.stages.items():

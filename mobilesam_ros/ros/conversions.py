@@ -9,6 +9,7 @@ is not installed.
 from __future__ import annotations
 
 import array
+import math
 import sys
 from typing import Any
 
@@ -66,6 +67,34 @@ def detections_to_boxes(msg: Any) -> tuple[np.ndarray, list[str], list[float | N
     return boxes, class_ids, scores
 
 
+def detection_to_object(det: Any) -> tuple[np.ndarray | None, np.ndarray | None, int, str]:
+    """vision_msgs/Detection2D on ``~/prompt/object`` -> (point (1, 2) or None, box (4,)
+    or None, target track id (0: a new object), class id).
+
+    A box of zero size is a point at its centre (a foreground click); ``id`` empty is a
+    new object, a number is the track that gets this prompt (it keeps its id). Raises
+    ValueError for any other id.
+    """
+    center = det.bbox.center
+    position = getattr(center, "position", center)
+    cx, cy = float(position.x), float(position.y)
+    w, h = float(det.bbox.size_x), float(det.bbox.size_y)
+    text = str(getattr(det, "id", "") or "").strip()
+    if text and not text.isdigit():
+        raise ValueError(f"id must be empty (a new object) or a track id, got '{text}'")
+    target = int(text) if text else 0
+    class_id = ""
+    best = -math.inf
+    for result in getattr(det, "results", []) or []:
+        hyp = getattr(result, "hypothesis", result)
+        score = float(getattr(hyp, "score", 0.0))
+        if score > best:
+            best, class_id = score, str(getattr(hyp, "class_id", getattr(hyp, "id", "")))
+    if w == 0.0 and h == 0.0:
+        return np.array([[cx, cy]], np.float32), None, target, class_id
+    return None, np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32), target, class_id
+
+
 # --- outgoing -----------------------------------------------------------------------------
 class ImageOut:
     """Builds outgoing sensor_msgs/Image messages over buffers allocated once.
@@ -104,7 +133,7 @@ class ImageOut:
 def result_to_detections(result: Any, header: Any, classes: Any) -> Any:
     """A SegmentationResult -> vision_msgs/Detection2DArray.
 
-    One Detection2D per object: ``id`` = its label value (1-based, as in ~/labels),
+    One Detection2D per object: ``id`` = its track id (its value in ~/labels),
     ``bbox`` = the mask's box (centre, size; pixel edges), one result with
     ``hypothesis.class_id`` (the prompt's class id when the prompt was a detection,
     else "") and ``hypothesis.score`` = the predicted IoU. ``classes`` provides the
@@ -114,11 +143,12 @@ def result_to_detections(result: Any, header: Any, classes: Any) -> Any:
     out = classes.Detection2DArray()
     out.header = header
     detections = []
+    track_ids = getattr(result, "track_ids", None)
     for i in range(len(result.masks)):
         x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
         det = classes.Detection2D()
         det.header = header
-        det.id = str(i + 1)
+        det.id = str(int(track_ids[i]) if track_ids is not None else i + 1)
         center = det.bbox.center
         position = getattr(center, "position", center)
         position.x, position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0

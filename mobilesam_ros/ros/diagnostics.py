@@ -35,6 +35,8 @@ def diagnostic_array(snapshot: dict[str, Any], stamp: Any, name: str, hardware_i
     status.name = name
     status.hardware_id = hardware_id
     status.level, status.message = status_level(snapshot)
+    if extra and extra.get("enabled") is False:  # paused on purpose: not a fault
+        status.level, status.message = DiagnosticStatus.OK, "paused (~/enable false): frames are not segmented"
     values = dict(snapshot)
     if extra:
         values.update(extra)

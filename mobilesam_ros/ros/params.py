@@ -18,10 +18,15 @@ def _descriptor(spec) -> ParameterDescriptor:
     elif spec.minimum is not None or spec.maximum is not None:
         constraints = f"range [{spec.minimum if spec.minimum is not None else '-inf'}, " \
                       f"{spec.maximum if spec.maximum is not None else 'inf'}]"
+    if not spec.runtime:
+        constraints = "; ".join(c for c in (constraints, "read at start-up (lifecycle node: at configure)") if c)
     descriptor = ParameterDescriptor(
         description=text,
         additional_constraints=constraints,
-        read_only=True,  # read once at start-up
+        # not read_only: a lifecycle node takes any change before configure; while the
+        # node runs the on-set-parameters callback refuses start-up parameters with a
+        # reason (rclpy's read-only refusal gives none)
+        read_only=False,
         # the value's type is checked by live.config.validate with a clear message
         # (and 5 is accepted where 5.0 is meant) instead of rclpy's type exception
         dynamic_typing=True,
@@ -38,6 +43,12 @@ def declare_parameters(node) -> dict[str, Any]:
     return values
 
 
+def current_values(node) -> dict[str, Any]:
+    """The declared parameters' current values."""
+    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+
+
 def read_config(node, check_files: bool = True) -> NodeConfig:
-    """Declare, read and validate; raises live.config.ConfigError listing every problem."""
-    return validate(declare_parameters(node), check_files=check_files)
+    """Validate the declared parameters' current values; raises
+    live.config.ConfigError listing every problem."""
+    return validate(current_values(node), check_files=check_files)

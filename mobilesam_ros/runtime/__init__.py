@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from ..variants import check_variant
 from .base import DecoderOutput, Runtime, RuntimeUnavailable
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
@@ -49,31 +50,56 @@ def create_runtime(
     device: str = "cpu",
     precision: str = "fp32",
     num_threads: int = 0,
+    variant: str | None = None,
+    decoder_checkpoint: str | Path | None = None,
     **options,
 ) -> Runtime:
-    """Build the engine once at start-up. ``options`` go to the engine (cache dirs, ...)."""
+    """Build the engine once at start-up. ``options`` go to the engine (cache dirs, ...).
+
+    ``variant`` (``variants.VARIANTS``): for a checkpoint, which SAM it is (default
+    MobileSAM); an exported model records it in model.json, and a different one given
+    here is an error. ``decoder_checkpoint``: MobileSAMv2's prompt-guided decoder, combined
+    with a checkpoint's image encoder (torch); an exported model has it built in.
+    """
     path = Path(model)
     if not path.exists():
         raise FileNotFoundError(
             f"model not found: {path}. Pass a MobileSAM checkpoint (mobile_sam.pt; get it with "
             "'mobilesam-ros download') or a directory written by 'mobilesam-ros export'"
         )
+    if variant is not None:
+        check_variant(variant)
     chosen = resolve_backend(path, backend)
     if chosen == "torch":
         if not _has("torch"):
             raise RuntimeUnavailable("the torch backend needs PyTorch: pip install 'mobilesam_ros[export]'")
         from .torch_backend import TorchRuntime
 
-        return TorchRuntime(str(path), device=device, precision=precision, num_threads=num_threads)
+        return TorchRuntime(str(path), device=device, precision=precision, num_threads=num_threads,
+                            variant=variant, decoder_checkpoint=None if decoder_checkpoint is None else str(decoder_checkpoint))
+    if decoder_checkpoint is not None:
+        raise ValueError(
+            f"{path} is an exported model: its decoder is fixed at export. Export with "
+            f"'mobilesam-ros export --checkpoint CKPT --decoder-checkpoint {decoder_checkpoint} --out DIR' "
+            "(or pass the checkpoint itself to the torch backend)"
+        )
     if chosen == "onnxruntime":
         from .onnx_backend import OnnxRuntime
 
-        return OnnxRuntime(path, device=device, precision=precision, num_threads=num_threads, **options)
-    from .tensorrt_backend import TensorRTRuntime
+        runtime = OnnxRuntime(path, device=device, precision=precision, num_threads=num_threads, **options)
+    else:
+        from .tensorrt_backend import TensorRTRuntime
 
-    # TensorRT runs on a GPU only; the CPU default of the other engines means "the first GPU"
-    gpu = "cuda" if device == "cpu" else device
-    return TensorRTRuntime(path, precision=precision, device=gpu, **options)
+        # TensorRT runs on a GPU only; the CPU default of the other engines means "the first GPU"
+        gpu = "cuda" if device == "cpu" else device
+        runtime = TensorRTRuntime(path, precision=precision, device=gpu, **options)
+    if variant is not None and variant != runtime.variant:
+        runtime.close()
+        raise ValueError(
+            f"{path} was exported as {runtime.variant} (model.json), not {variant}: drop the variant or "
+            f"re-export with 'mobilesam-ros export --variant {variant}'"
+        )
+    return runtime
 
 
 __all__ = ["BACKENDS", "DecoderOutput", "Runtime", "RuntimeUnavailable", "create_runtime", "resolve_backend"]

@@ -61,6 +61,12 @@ class Runtime(abc.ABC):
     name: str = "base"
     #: 4 (tokens 0..3) or 1 (token 0 only)
     num_mask_outputs: int = 4
+    #: which SAM this is ("mobilesam" or "tinysam", see ``variants``): decides which
+    #: outputs a prompt gets (``predictor.output_tokens``)
+    variant: str = "mobilesam"
+    #: where the prompt encoder + mask decoder weights came from when not from the
+    #: checkpoint: MobileSAMv2's prompt-guided decoder, {"kind", "file", "sha256"}
+    prompt_decoder: dict | None = None
 
     @abc.abstractmethod
     def encode(self, image: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..variants import DEFAULT_VARIANT, always_three_masks, check_variant
 from .base import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
@@ -84,6 +85,12 @@ def read_model_info(model_dir: str | os.PathLike) -> dict:
             raise ModelDirError(f"{file} is missing (model.json names it); re-run 'mobilesam-ros export'")
     if info.get("num_mask_outputs") not in (1, 4):
         raise ModelDirError(f"{meta}: num_mask_outputs must be 1 or 4, got {info.get('num_mask_outputs')!r}")
+    try:  # exports older than the variant field are MobileSAM
+        info["variant"] = check_variant(info.get("variant", DEFAULT_VARIANT), source=str(meta))
+    except ValueError as exc:
+        raise ModelDirError(str(exc)) from exc
+    if always_three_masks(info["variant"]) and info["num_mask_outputs"] != 4:
+        raise ModelDirError(f"{meta}: a {info['variant']} model needs the 4-output decoder; re-export without --single-mask")
     info["_dir"] = str(path)
     return info
 
@@ -219,6 +226,8 @@ class OnnxRuntime(Runtime):
         self.device = device
         self.precision = precision
         self.num_mask_outputs = int(self.info["num_mask_outputs"])
+        self.variant = self.info["variant"]
+        self.prompt_decoder = self.info.get("prompt_decoder")
         self.device_id = int(device.split(":")[1]) if ":" in device else 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.model_dir / "trt_cache"
         self._trt_profile = decoder_profile(trt_max_prompts, trt_max_points, trt_opt_prompts, trt_opt_points)

@@ -210,6 +210,8 @@ class TensorRTRuntime(Runtime):
         self.device_index = int(index) if index else 0
         self.precision = precision
         self.num_mask_outputs = int(self.info["num_mask_outputs"])
+        self.variant = self.info["variant"]  # checked by read_model_info
+        self.prompt_decoder = self.info.get("prompt_decoder")
         self._log = log or (lambda _msg: None)
         self._cuda = None
         self._ctx = None

@@ -1,4 +1,12 @@
-"""TensorRT 10 engine building and the engine cache (no torch; tensorrt imported lazily).
+"""TensorRT engine building and the engine cache (no torch; tensorrt imported lazily).
+
+Supported: TensorRT 10.x (fp32 and fp16; JetPack 6 ships 10.x, and TensorRT 11 does
+not support Jetson) and TensorRT 11.x for fp32 engines. TensorRT 11 removed weak
+typing (``BuilderFlag.FP16`` / ``OBEY_PRECISION_CONSTRAINTS``, per-layer precision
+hints): an fp16 engine there needs an ONNX graph that is fp16 itself (ModelOpt
+AutoCast), which ``export`` does not write, so fp16 with TensorRT 11 is refused with
+that explanation. The runtime calls used (named tensors, ``execute_async_v3``,
+``build_serialized_network``, ``IProgressMonitor``, timing caches) are the same in both.
 
 Engines are built from the exported ONNX files and cached on disk under a key made
 of everything that makes an engine invalid: the ONNX file's sha256, the TensorRT
@@ -175,6 +183,16 @@ def _make_progress_monitor(trt, log: Callable[[str], None]):
     return Progress()
 
 
+def check_precision_supported(trt, precision: str) -> None:
+    """RuntimeUnavailable for fp16 on a TensorRT without weak typing (11.x)."""
+    if precision == "fp16" and getattr(trt.BuilderFlag, "FP16", None) is None:
+        raise RuntimeUnavailable(
+            f"fp16 engines need TensorRT 10.x: TensorRT {trt.__version__} removed BuilderFlag.FP16 (strongly typed "
+            "networks only; an fp16 engine needs an fp16 ONNX graph, e.g. from ModelOpt AutoCast). Build fp32, or "
+            "use TensorRT 10 (JetPack 6), or ONNX Runtime's TensorRT execution provider"
+        )
+
+
 def mark_fp32_layers(trt, network) -> int:
     """Pin LayerNorm / softmax / reduction layers to fp32. Returns how many."""
     floats = {trt.float32, trt.float16}
@@ -204,10 +222,11 @@ def build_engine(
 ) -> Path:
     """Build a serialized TensorRT engine from ``onnx_path`` and write it to ``output``."""
     trt = import_tensorrt()
+    check_precision_supported(trt, options.precision)
     onnx_path, output = Path(onnx_path), Path(output)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(0)  # explicit batch: the only mode since TensorRT 10 (11: strongly typed)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -222,7 +241,7 @@ def build_engine(
             pinned = mark_fp32_layers(trt, network)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             log(f"{part}: {pinned} LayerNorm / softmax / reduction layers kept in fp32")
-    else:
+    elif getattr(trt.BuilderFlag, "TF32", None) is not None:
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32 (parity tolerance 1e-3)
     profile_shapes = options.profile(part)
     if profile_shapes:

@@ -1,0 +1,406 @@
+"""The node's 3D outputs from an aligned depth camera: pairing depth with colour frames,
+measuring each object (:func:`mobilesam_ros.live.depth.objects_from_depth`) and
+building ``~/detections_3d`` (vision_msgs/Detection3DArray), ``~/points``
+(sensor_msgs/PointCloud2) and ``~/markers`` (visualization_msgs/MarkerArray).
+
+The message builders take message classes by duck typing (any object with the
+fields), so they are tested with stand-ins where vision_msgs is not installed.
+:class:`Depth3D` is the part that talks to rclpy: subscriptions, publishers, the
+per-frame flow. Everything is in the camera's optical frame (CameraInfo's
+``frame_id``), stamped with the colour frame's stamp.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..live.depth import (
+    DepthError,
+    DepthOptions,
+    DepthPairer,
+    Objects3D,
+    depth_to_array,
+    fit_masks_to_depth,
+    intrinsics_matrix,
+    objects_from_depth,
+    scale_intrinsics,
+)
+from ..live.stats import error_kind
+from ..visualize import instance_colour
+
+#: point layout of ~/points: x, y, z float32, rgb (0x00RRGGBB, declared FLOAT32 as PCL and
+#: rviz expect), label uint32 (the object id)
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("label", "<u4")])
+_FLOAT32, _UINT32 = 7, 6  # sensor_msgs/PointField datatypes
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+#: markers: boxes thinner than this are drawn this thick (a flat face has ~0 extent in z)
+MIN_MARKER_EXTENT = 0.01
+TEXT_HEIGHT = 0.05  # m
+
+
+# --- ids -----------------------------------------------------------------------------------------
+def object_ids(result: Any) -> list[str]:
+    """The id of each object as in ~/labels and ~/detections: the tracker's ids when the
+    result carries them (``track_ids``), else the label value i + 1."""
+    tracked = getattr(result, "track_ids", None)
+    if tracked is not None and len(tracked) == len(result.masks):
+        return [str(int(t)) if isinstance(t, (int, np.integer)) else str(t) for t in tracked]
+    return [str(i + 1) for i in range(len(result.masks))]
+
+
+def _numeric(ids: list[str]) -> np.ndarray:
+    """Ids as uint32 label values / marker ids (an id that is not a number gets its position + 1)."""
+    return np.array([int(v) if v.isdigit() else i + 1 for i, v in enumerate(ids)], np.uint32)
+
+
+# --- camera info ---------------------------------------------------------------------------------
+def camera_info_intrinsics(info: Any, image_size: tuple[int, int]) -> np.ndarray:
+    """sensor_msgs/CameraInfo -> K (3x3) for a colour image of ``image_size`` (h, w).
+
+    K is CameraInfo.k; when the CameraInfo describes another resolution of the same
+    view (width / height given and different), K is scaled to the image. Raises
+    DepthError for an uncalibrated CameraInfo (K all zero) or another aspect ratio.
+    """
+    k = np.asarray(info.k, np.float64)
+    if k.size != 9 or not np.any(k):
+        raise DepthError("camera_info has no intrinsics (K is all zero): the camera is not calibrated")
+    K = intrinsics_matrix(k)
+    h, w = int(info.height), int(info.width)
+    if h and w and (h, w) != tuple(image_size):
+        try:
+            K = scale_intrinsics(K, (h, w), image_size)
+        except DepthError as exc:
+            raise DepthError(
+                f"camera_info is for {w}x{h} images but the colour image is {image_size[1]}x{image_size[0]} "
+                "with another aspect ratio: use the camera_info of the colour image"
+            ) from exc
+    return K
+
+
+def has_distortion(info: Any) -> bool:
+    return any(abs(float(v)) > 1e-9 for v in (info.d or ()))
+
+
+# --- messages ----------------------------------------------------------------------------------------
+def detections_3d_msg(objects, ids, class_ids, scores, header, classes) -> Any:
+    """vision_msgs/Detection3DArray: one Detection3D per object that has 3D.
+
+    ``id`` = the 2D id; ``bbox`` = the axis-aligned box (centre, size; orientation
+    identity, camera optical frame); ``results[0]``: the 2D detection's class id and
+    score, and ``pose.pose.position`` = the centroid of the object's points.
+    """
+    out = classes.Detection3DArray()
+    out.header = header
+    detections = []
+    for i, obj in enumerate(objects):
+        if obj is None:
+            continue
+        det = classes.Detection3D()
+        det.header = header
+        det.id = ids[i]
+        pose = det.bbox.center
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in obj.center)
+        pose.orientation.x = pose.orientation.y = pose.orientation.z = 0.0
+        pose.orientation.w = 1.0
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = (float(v) for v in obj.size)
+        hyp = classes.ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = class_ids[i] if i < len(class_ids) else ""
+        hyp.hypothesis.score = float(scores[i]) if i < len(scores) else 0.0
+        position = hyp.pose.pose.position
+        position.x, position.y, position.z = (float(v) for v in obj.centroid)
+        hyp.pose.pose.orientation.w = 1.0
+        det.results = [hyp]
+        detections.append(det)
+    out.detections = detections
+    return out
+
+
+def point_buffer(objects, ids, image: np.ndarray | None, pixel_scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """The objects' points as one structured array (POINT_DTYPE), colours from ``image``
+    (RGB uint8, the colour frame) at each point's pixel; no per-point Python."""
+    labels = _numeric(ids)
+    parts = [(obj, labels[i]) for i, obj in enumerate(objects) if obj is not None]
+    total = sum(len(obj.points) for obj, _ in parts)
+    out = np.empty(total, POINT_DTYPE)
+    start = 0
+    sy, sx = pixel_scale
+    for obj, label in parts:
+        n = len(obj.points)
+        block = out[start:start + n]
+        block["x"], block["y"], block["z"] = obj.points[:, 0], obj.points[:, 1], obj.points[:, 2]
+        block["label"] = label
+        if image is None:
+            block["rgb"] = 0xFFFFFF
+        else:
+            rows, cols = obj.pixels[:, 0], obj.pixels[:, 1]
+            if (sy, sx) != (1.0, 1.0):  # depth pixels -> colour pixels (centres)
+                rows = np.clip(np.rint((rows + 0.5) / sy - 0.5), 0, image.shape[0] - 1).astype(np.intp)
+                cols = np.clip(np.rint((cols + 0.5) / sx - 0.5), 0, image.shape[1] - 1).astype(np.intp)
+            rgb = image[rows, cols].astype(np.uint32)
+            block["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+        start += n
+    return out
+
+
+def pointcloud_msg(points: np.ndarray, header, cloud_cls, field_cls) -> Any:
+    """A POINT_DTYPE array -> sensor_msgs/PointCloud2 (one row, dense); one copy of the bytes."""
+    msg = cloud_cls()
+    msg.header = header
+    msg.height, msg.width = 1, int(len(points))
+    fields = []
+    for name, datatype in (("x", _FLOAT32), ("y", _FLOAT32), ("z", _FLOAT32), ("rgb", _FLOAT32), ("label", _UINT32)):
+        field = field_cls()
+        field.name, field.offset, field.datatype, field.count = name, POINT_DTYPE.fields[name][1], datatype, 1
+        fields.append(field)
+    msg.fields = fields
+    msg.is_bigendian = False  # POINT_DTYPE is little-endian on every host
+    msg.point_step = POINT_DTYPE.itemsize
+    msg.row_step = POINT_DTYPE.itemsize * len(points)
+    data = array.array("B")
+    data.frombytes(memoryview(np.ascontiguousarray(points)).cast("B"))
+    msg.data = data
+    msg.is_dense = True
+    return msg
+
+
+def markers_msg(objects, ids, class_ids, header, marker_array_cls, marker_cls) -> Any:
+    """visualization_msgs/MarkerArray (the node publishes it while someone subscribes):
+    DELETEALL first (markers of objects gone since the last frame disappear), then per object a translucent CUBE (its box, ns "boxes")
+    and a TEXT_VIEW_FACING label "id class distance" above it (ns "labels"), in the
+    object's overlay colour; marker id = the object id."""
+    out = marker_array_cls()
+    clear = marker_cls()
+    clear.header = header
+    clear.action = 3  # DELETEALL
+    markers = [clear]
+    numeric = _numeric(ids)
+    for i, obj in enumerate(objects):
+        if obj is None:
+            continue
+        r, g, b = (c / 255.0 for c in instance_colour(int(numeric[i])))  # as the overlay with track ids
+        box = marker_cls()
+        box.header, box.ns, box.id = header, "boxes", int(numeric[i])
+        box.type, box.action = 1, 0  # CUBE, ADD
+        box.pose.position.x, box.pose.position.y, box.pose.position.z = (float(v) for v in obj.center)
+        box.pose.orientation.w = 1.0
+        box.scale.x, box.scale.y, box.scale.z = (max(float(v), MIN_MARKER_EXTENT) for v in obj.size)
+        box.color.r, box.color.g, box.color.b, box.color.a = r, g, b, 0.4
+        text = marker_cls()
+        text.header, text.ns, text.id = header, "labels", int(numeric[i])
+        text.type, text.action = 9, 0  # TEXT_VIEW_FACING, ADD
+        # above the box: -y is up in the optical frame
+        text.pose.position.x = float(obj.center[0])
+        text.pose.position.y = float(obj.center[1] - obj.size[1] / 2 - TEXT_HEIGHT)
+        text.pose.position.z = float(obj.center[2])
+        text.pose.orientation.w = 1.0
+        text.scale.z = TEXT_HEIGHT
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        name = class_ids[i] if i < len(class_ids) and class_ids[i] else ""
+        text.text = " ".join(p for p in (ids[i], name, f"{obj.distance:.2f} m") if p)
+        markers += [box, text]
+    out.markers = markers
+    return out
+
+
+# --- the node's part --------------------------------------------------------------------------------
+def depth_options(cfg) -> DepthOptions:
+    """DepthOptions from the node's depth.* parameters."""
+    return DepthOptions(
+        min_depth=cfg["depth.min"], max_depth=cfg["depth.max"], erode_px=cfg["depth.erode_px"],
+        min_points=cfg["depth.min_points"], max_points=cfg["depth.max_points_per_object"],
+        float_scale=cfg["depth.float_scale"],
+    )
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class Depth3D:
+    """3D for the segment node: subscribes ``depth_topic`` and ``camera_info_topic``,
+    pairs depth with each segmented colour frame, publishes the 3D outputs.
+
+    The node calls :meth:`colour_arrived` from its image callback, :meth:`frame_taken`
+    when the worker takes a frame, :meth:`publish` after the 2D outputs of a result
+    and :meth:`diagnostics` for /diagnostics.
+    """
+
+    def __init__(self, node, cfg, stats, errors, vision, qos, outputs: str = "~/") -> None:
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+        from std_msgs.msg import Header
+        from visualization_msgs.msg import Marker, MarkerArray
+
+        self.node, self.stats, self.errors, self.vision = node, stats, errors, vision
+        self._classes = SimpleNamespace(Header=Header, PointCloud2=PointCloud2, PointField=PointField,
+                                        Marker=Marker, MarkerArray=MarkerArray)
+        self.options = depth_options(cfg)
+        self.depth_scale = cfg["depth.scale"]
+        self.wait = cfg["depth.wait"]
+        self.pairer = DepthPairer(cfg["depth.max_dt"], depth_queue=cfg["depth.queue_size"],
+                                  pinned=cfg["embedding_cache_size"] + 2)
+        self._info = None
+        self._info_lock = threading.Lock()
+        self.last_skip = ""  # why the last object or frame had no 3D
+        self.depth_topic = node.resolve_topic_name(cfg["depth_topic"])
+        self.info_topic = node.resolve_topic_name(cfg["camera_info_topic"])
+        self._image_cls = Image
+        self._qos = qos  # (reliability, depth) -> QoSProfile
+        self._depth_sub = None
+        self._reliability: str | None = None
+        # CameraInfo is small: best effort takes it from reliable and best-effort publishers alike
+        node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos("best_effort", 5))
+        if cfg["qos.reliability"] == "auto":
+            self._ticks = 0
+            node.create_timer(0.2, self._match_publishers)
+        else:
+            self._subscribe(cfg["qos.reliability"])
+        out_qos = qos("reliable", 2)
+        self.pub_detections = None
+        if vision is not None and cfg["publish_detections"]:
+            self.pub_detections = node.create_publisher(vision.Detection3DArray, outputs + "detections_3d", out_qos)
+        self.pub_points = node.create_publisher(PointCloud2, outputs + "points", out_qos)
+        self.pub_markers = node.create_publisher(MarkerArray, outputs + "markers", out_qos)  # outputs: ~/ or ~/<camera>/
+
+    def describe(self) -> str:
+        outputs = "detections_3d, points, markers" if self.pub_detections is not None else "points, markers"
+        return f"{outputs} (3D from {self.depth_topic} + {self.info_topic})"
+
+    # --- subscriptions (executor thread) -----------------------------------------------------
+    def _subscribe(self, reliability: str) -> None:
+        if self._depth_sub is not None:
+            self.node.destroy_subscription(self._depth_sub)
+        self._depth_sub = self.node.create_subscription(self._image_cls, self.depth_topic, self._on_depth,
+                                                        self._qos(reliability, 5))
+        self._reliability = reliability
+
+    def _match_publishers(self) -> None:
+        """qos.reliability auto, as for the images: reliable when every depth publisher
+        is reliable, best effort when any is best effort (checked every 0.2 s until a
+        publisher appears, then every 2 s)."""
+        from rclpy.qos import ReliabilityPolicy
+
+        self._ticks += 1
+        if self._depth_sub is not None and self._ticks % 10:
+            return
+        try:
+            infos = self.node.get_publishers_info_by_topic(self.depth_topic)
+        except Exception:  # noqa: BLE001 - graph queries can fail during shutdown
+            return
+        if not infos:
+            return
+        wanted = "best_effort" if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos) \
+            else "reliable"
+        if wanted != self._reliability:
+            self._subscribe(wanted)
+            self.errors.once(f"depth_qos:{wanted}", f"depth on {self.depth_topic}: subscribing {wanted}")
+
+    def _on_depth(self, msg) -> None:
+        self.stats.count("depth_frames_received")
+        self.pairer.add_depth(_stamp_ns(msg.header), msg)
+
+    def _on_info(self, msg) -> None:
+        with self._info_lock:
+            first = self._info is None
+            self._info = msg
+        if first:
+            self.errors.once("camera_info", f"camera_info from {self.info_topic}: frame '{msg.header.frame_id}', "
+                             f"{msg.width}x{msg.height}")
+            if has_distortion(msg):
+                self.errors.once(
+                    "camera_info:distortion",
+                    f"camera_info on {self.info_topic} has distortion ({msg.distortion_model}): 3D back-projects "
+                    "with K as for rectified images (errors grow towards the image corners); for exact 3D use "
+                    "the rectified colour image and depth aligned to it", level="warn",
+                )
+
+    def colour_arrived(self, header) -> None:
+        stamp = _stamp_ns(header)
+        if stamp:
+            self.pairer.colour_arrived(stamp)
+
+    def frame_taken(self, header) -> None:
+        stamp = _stamp_ns(header)
+        if stamp:
+            self.pairer.pin(stamp)
+
+    # --- per result (worker thread) ----------------------------------------------------------------
+    def _skip(self, kind: str, message: str, counter: str = "frames_without_3d", level: str = "warn") -> None:
+        self.last_skip = message
+        self.errors.report(f"depth:{kind}", message, counter=counter, level=level)
+
+    def publish(self, result, header) -> None:
+        """The 3D outputs of one result (after its 2D outputs), or a counted reason why not."""
+        with self._info_lock:
+            info = self._info
+        if len(result) == 0:  # nothing to measure: empty 3D outputs (and markers cleared) with the 2D ones
+            self._publish(Objects3D(), [], result, self._header(header, info), None)
+            return
+        stamp = _stamp_ns(header)
+        if not stamp:
+            self._skip("unstamped", "3D skipped: the colour frame has no stamp, so no depth frame can be paired")
+            return
+        if info is None:
+            self._skip("no_info", f"3D skipped: no camera_info received yet on {self.info_topic}")
+            return
+        paired = self.pairer.lookup(stamp, self.wait)
+        if paired is None:
+            self._skip("no_depth", f"3D skipped: no depth frame within depth.max_dt {self.pairer.max_dt:g} s of the "
+                       f"colour frame on {self.depth_topic} (waited {self.wait:g} s)")
+            return
+        t0 = time.perf_counter()
+        depth_msg, _dt = paired
+        try:
+            image_size = result.labels.shape
+            K = camera_info_intrinsics(info, image_size)
+            depth = depth_to_array(depth_msg.data, depth_msg.encoding, depth_msg.height, depth_msg.width,
+                                   depth_msg.step, bool(depth_msg.is_bigendian))
+            masks, boxes = result.masks, result.boxes
+            if depth.shape != image_size:
+                masks, K = fit_masks_to_depth(masks, K, depth.shape)
+                boxes = None
+            objects = objects_from_depth(masks, depth, K, self.depth_scale, boxes=boxes, options=self.options)
+        except DepthError as exc:
+            self._skip(error_kind("bad_depth", str(exc)), f"3D skipped: {exc}", counter="depth_errors")
+            return
+        missing = [(i, why) for i, why in enumerate(objects.reasons) if why]
+        self.stats.count("frames_with_3d")
+        self.stats.count("objects_3d", len(objects) - len(missing))
+        if missing:
+            self.stats.count("objects_without_3d", len(missing))
+            self.last_skip = f"object {missing[0][0] + 1}: {missing[0][1]}"
+        scale = (depth.shape[0] / image_size[0], depth.shape[1] / image_size[1])
+        self._publish(objects, object_ids(result), result, self._header(header, info), scale)
+        self.stats.stage("depth3d", (time.perf_counter() - t0) * 1e3)
+
+    def _header(self, header, info):
+        """The colour frame's stamp, the camera's optical frame (CameraInfo's frame_id)."""
+        out = self._classes.Header()
+        out.stamp = header.stamp
+        out.frame_id = (info.header.frame_id if info is not None else "") or header.frame_id
+        return out
+
+    def _publish(self, objects, ids, result, header, pixel_scale) -> None:
+        if self.pub_detections is not None:
+            self.pub_detections.publish(
+                detections_3d_msg(objects, ids, result.class_ids, result.scores, header, self.vision))
+        if self.pub_points.get_subscription_count() > 0:
+            points = point_buffer(objects, ids, result.frame.image, pixel_scale or (1.0, 1.0))
+            self.pub_points.publish(pointcloud_msg(points, header, self._classes.PointCloud2, self._classes.PointField))
+        if self.pub_markers.get_subscription_count() > 0:  # for people (rviz): only while watched
+            self.pub_markers.publish(markers_msg(objects, ids, result.class_ids, header, self._classes.MarkerArray,
+                                                 self._classes.Marker))
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "depth_topic": self.depth_topic,
+            "depth_reliability": self._reliability or "waiting for a publisher",
+            "camera_info": "received" if self._info is not None else f"waiting on {self.info_topic}",
+            "depth_last_skip": self.last_skip,
+        }
