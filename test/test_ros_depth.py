@@ -20,14 +20,7 @@ import vision_msgs_build
 
 rclpy = pytest.importorskip("rclpy")
 
-if vision_msgs_build.activate() is None:
-    try:
-        import vision_msgs.msg  # noqa: F401  (a ROS install's own package)
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"real vision_msgs required in CI: {vision_msgs_build.unavailable_reason()}",
-                        pytrace=False)
-        pytest.skip(vision_msgs_build.unavailable_reason(), allow_module_level=True)
+vision_msgs_build.require_module()
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402

@@ -104,3 +104,21 @@ def unavailable_reason() -> str:
         return "no ROS 2 pip wheels (ros-<distro>-rclpy) in this environment"
     return (f"vision_msgs is not built for this environment ({prefix} missing): run "
             f"scripts/build_vision_msgs.sh (needs cmake and a C/C++ compiler; scripts/test.sh runs it)")
+
+
+def require_module() -> None:
+    """For a test module that needs the real vision_msgs types: activate our build (or
+    use a ROS install's own package); otherwise skip the module with the reason, or, in
+    CI, which builds them, fail it."""
+    import os
+
+    import pytest
+
+    if activate() is not None:
+        return
+    try:
+        import vision_msgs.msg  # noqa: F401  (a ROS install's own package)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"real vision_msgs required in CI: {unavailable_reason()}", pytrace=False)
+        pytest.skip(unavailable_reason(), allow_module_level=True)

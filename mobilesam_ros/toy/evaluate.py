@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..predictor import Prompt, SamPredictor
+from ..predictor import SamPredictor
 from .scenes import Scene, make_scene
 
 #: evaluation scenes start here (training uses 10_000 + i; the running held-out check 1_000_000 + i)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE
+from ..runtime.base import LOW_RES_SIZE
 from ..transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .model import TRAINED_PREFIXES, base_state_dict, save_trained
 from .scenes import Scene, make_scene
@@ -198,16 +198,6 @@ class TrainableParts(torch.nn.Module):
         sparse = self.prompt_encoder.embed_points(coords, labels)
         dense = self.prompt_encoder.embed_masks(mask_input, has_mask)
         return self.mask_decoder(embedding, self.image_pe, sparse, dense)
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Per-mask sigmoid focal loss (mean over pixels); logits, target (..., 256, 256)."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.flatten(-2).mean(-1)
 
 
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, power: float = 0.5) -> torch.Tensor:
