@@ -660,8 +660,8 @@ class SegmentNode(Node):
         super().destroy_node()
 
 
-def _stop_on_sigterm(_signum, _frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM (systemd, docker stop, launch) stops like Ctrl-C
+def _stop_on_signal(_signum, _frame) -> None:
+    raise KeyboardInterrupt  # SIGINT (Ctrl-C, launch) and SIGTERM (systemd, docker stop) stop alike
 
 
 def _spin(node: Node) -> None:
@@ -686,7 +686,11 @@ def run(node_class: type[SegmentNode], args: list[str] | None = None) -> int:
     # thread may be about to publish a result ("publisher's context is invalid"): this
     # process handles SIGINT/SIGTERM itself and stops the worker before the context.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # both set explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then installs no Ctrl-C handler of its own, so
+    # the node would never stop on the SIGINT that launch and our tests send
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     logger = get_logger(NODE_NAME)
     (logger.warning if profile.warning else logger.info)(profile.message)
     node = None
