@@ -2,28 +2,10 @@
 
 The encoder graph is the model's own (``SamEncoder``). The decoder graph is, by
 default, ``FastSamDecoder`` (``modeling/fast_decoder.py``; the torch backend runs it
-too): the same maths as ``SamDecoder`` (and so as the reference) rewritten so that the per-prompt work is about half:
-
-* attention against the 4096 image tokens is re-associated so the big
-  ``(4096 x 256) @ (256 x 128)`` projections of per-prompt image tokens never run.
-  With T (about 7) prompt tokens, ``softmax(q Wq (k Wk)^T)`` is computed as
-  ``softmax((q Wq Wk^T) k^T)`` and ``softmax(.) (v Wv)`` as ``(softmax(.) v) Wv``
-  (rows of a softmax sum to one, so the value bias passes through), and the
-  image-to-token output projection is folded into the T token values. Every
-  product keeps a 4096-long dimension against a ~56-wide one instead of 128
-  or 256 wide;
-* the query bias of token-to-image attention is dropped: it adds a constant along
-  the softmax axis (exactly no change);
-* the two stride-2 2x2 transposed convolutions run as plain MatMuls on the
-  token layout (no NCHW transposes), and the sub-pixel interleave happens once,
-  on the K mask outputs only;
-* the final token-to-image attention runs only for the tokens whose outputs are
-  used (IoU token and the K mask tokens).
-
-The layer-0 image projections stay shared by all prompts (the embedding is
-broadcast, never repeated: no Tile, no OneHot). The result equals ``SamDecoder``
-within float rounding (~1e-5 on logits); export checks it, and ``--decoder-graph
-plain`` exports ``SamDecoder`` as is.
+too): the same maths as ``SamDecoder``, rewritten so that the per-prompt work is about
+half (that module's docstring says how). It equals ``SamDecoder`` within float
+rounding (~1e-5 on logits); export checks it, and ``--decoder-graph plain`` exports
+``SamDecoder`` as is.
 
 Upscaling to the image size is not in the graph (see ``postprocess.py``).
 """

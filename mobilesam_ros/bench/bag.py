@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..commands._common import frame_size
 from .model import load_average
 
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     from ..commands._common import open_runtime
     from ..predictor import SamPredictor
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     with tempfile.TemporaryDirectory(prefix="mobilesam-bench-bag-") as tmp:
         src = Path(tmp) / "in"
         write_recording(src, args.storage, args.frames, height, width, args.encoding, args.boxes)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.bag", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--size", default="640x480", help="WxH (default 640x480)")
+    parser.add_argument("--size", type=frame_size, default="640x480", help="WxH (default 640x480)")
     parser.add_argument("--encoding", default="rgb8", choices=("rgb8", "bgr8", "jpeg"))
     parser.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"))
     parser.add_argument("--boxes", type=int, default=3, help="detections per frame (default 3)")

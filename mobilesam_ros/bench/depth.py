@@ -23,6 +23,7 @@ import numpy as np
 
 from ..live.depth import objects_from_depth
 from ..visualize import mask_boxes
+from ..commands._common import frame_size
 from .model import load_average
 
 
@@ -118,7 +119,7 @@ def message_costs(objects, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.depth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="640x480", metavar="WxH")
+    parser.add_argument("--size", type=frame_size, default="640x480", metavar="WxH")
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--max-points", type=int, default=2000, help="points kept per object (the node's default)")
@@ -126,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time building ~/detections_3d, ~/points, ~/markers (needs the ROS message packages)")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args(argv)
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"error: --size must be WxH, got '{args.size}'", file=sys.stderr)
-        return 2
+    width, height = args.size
     if args.objects < 1 or args.repeats < 1:
         print("error: --objects and --repeats must be >= 1", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..commands._common import frame_size
 from ..live.prompts import PromptState
 from ..live.segmenter import StreamSegmenter
 from ..live.tracking import TrackingConfig, box_iou
@@ -400,15 +401,11 @@ def _best(masks: np.ndarray, boxes: np.ndarray, truth: np.ndarray, truth_box: np
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.tracking", description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=10, help="objects in the timing scene (default 10)")
-    parser.add_argument("--size", default="640x480", help="frame size WxH (default 640x480)")
+    parser.add_argument("--size", type=frame_size, default="640x480", help="frame size WxH (default 640x480)")
     parser.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"error: --size must be WxH, e.g. 640x480, not '{args.size}'", file=sys.stderr)
-        return 2
+    width, height = args.size
     if args.objects < 1 or args.frames < 2:
         print("error: --objects must be >= 1 and --frames >= 2", file=sys.stderr)
         return 2

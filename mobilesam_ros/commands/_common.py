@@ -27,6 +27,20 @@ def int_at_least(minimum: int):
     return parse
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type: ``WxH`` (e.g. 640x480) -> (width, height), both >= 1."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WxH, e.g. 640x480, not '{text}'") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"must be WxH with both >= 1, not '{text}'")
+    return width, height
+
+
+frame_size.__name__ = "WxH size"
+
+
 def float_in(low: float, high: float | None = None):
     """argparse type: a finite number in [low, high] (high None: no upper bound)."""
     def parse(text: str) -> float:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import CommandError
-from ._common import float_in
+from ._common import float_in, frame_size
 
 HELP = "run the ROS 2 node on a synthetic scene, images or a video and save its overlays"
 
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--fps", type=float_in(0.1, 120), default=10.0, help="camera rate (default 10)")
     parser.add_argument("--duration", type=float_in(0.1), default=20.0, help="seconds of streaming (default 20)")
-    parser.add_argument("--size", default="640x480", metavar="WxH", help="synthetic scene size (default 640x480)")
+    parser.add_argument("--size", type=frame_size, default="640x480", metavar="WxH", help="synthetic scene size (default 640x480)")
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="where overlays go (default out/demo)")
     parser.add_argument("--mode", default="prompt", choices=("prompt", "everything"),
                         help="everything: segment every object (grid strategy, 8 points per side)")
@@ -206,10 +206,7 @@ def run(args: argparse.Namespace) -> int:
     overlays.mkdir(parents=True, exist_ok=True)
     for old in overlays.glob("*.png"):
         old.unlink()
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError as exc:
-        raise CommandError(f"--size must be WxH, e.g. 640x480, not '{args.size}'") from exc
+    width, height = args.size
     if args.fps <= 0 or args.duration <= 0:
         raise CommandError("--fps and --duration must be positive")
 
