@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from ..live.config import NodeConfig
-from ..live.depth import DepthError, depth_to_array, fit_masks_to_depth, objects_from_depth, Objects3D
+from ..live.depth import DepthError, Objects3D
 from ..ros.objects3d import (
-    camera_info_intrinsics,
     depth_options,
     detections_3d_msg,
     markers_msg,
     object_ids,
     point_buffer,
     pointcloud_msg,
+    result_objects,
 )
 from .io import InputBag
 from .messages import CAMERA_INFO, IMAGE, cdr_stamp, message_factories
@@ -118,17 +118,9 @@ class BagDepth:
         if msg is None:
             return self._skip("depth frame unreadable")
         try:
-            image_size = result.labels.shape
-            K = camera_info_intrinsics(info, image_size)
-            depth = depth_to_array(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
-            masks, boxes = result.masks, result.boxes
-            if depth.shape != image_size:
-                masks, K = fit_masks_to_depth(masks, K, depth.shape)
-                boxes = None
-            objects = objects_from_depth(masks, depth, K, self.scale, boxes=boxes, options=self.options)
+            objects, scale = result_objects(result, msg, info, self.scale, self.options)
         except DepthError as exc:
             return self._skip(str(exc).split(":")[0])
-        scale = (depth.shape[0] / image_size[0], depth.shape[1] / image_size[1])
         return self._serialise(objects, object_ids(result), result, out_header, scale)
 
     def _fetch(self, pair: tuple[int, int]):

@@ -60,6 +60,23 @@ def _numeric(ids: list[str]) -> np.ndarray:
     return np.array([int(v) if v.isdigit() else i + 1 for i, v in enumerate(ids)], np.uint32)
 
 
+def result_objects(result: Any, depth_msg: Any, info: Any, depth_scale: float,
+                   options: Any) -> tuple[Objects3D, tuple[float, float]]:
+    """A frame's segmentation result + its paired depth Image and CameraInfo (ROS or
+    rosbags messages alike) -> (3D objects, depth pixels per colour pixel (y, x)).
+    The node and ``mobilesam-ros bag`` both go through here. Raises DepthError."""
+    image_size = result.labels.shape
+    K = camera_info_intrinsics(info, image_size)
+    depth = depth_to_array(depth_msg.data, depth_msg.encoding, depth_msg.height, depth_msg.width,
+                           depth_msg.step, bool(depth_msg.is_bigendian))
+    masks, boxes = result.masks, result.boxes
+    if depth.shape != image_size:
+        masks, K = fit_masks_to_depth(masks, K, depth.shape)
+        boxes = None  # the boxes are in colour pixels
+    objects = objects_from_depth(masks, depth, K, depth_scale, boxes=boxes, options=options)
+    return objects, (depth.shape[0] / image_size[0], depth.shape[1] / image_size[1])
+
+
 # --- camera info ---------------------------------------------------------------------------------
 def camera_info_intrinsics(info: Any, image_size: tuple[int, int]) -> np.ndarray:
     """sensor_msgs/CameraInfo -> K (3x3) for a colour image of ``image_size`` (h, w).
@@ -357,15 +374,7 @@ class Depth3D:
         t0 = time.perf_counter()
         depth_msg, _dt = paired
         try:
-            image_size = result.labels.shape
-            K = camera_info_intrinsics(info, image_size)
-            depth = depth_to_array(depth_msg.data, depth_msg.encoding, depth_msg.height, depth_msg.width,
-                                   depth_msg.step, bool(depth_msg.is_bigendian))
-            masks, boxes = result.masks, result.boxes
-            if depth.shape != image_size:
-                masks, K = fit_masks_to_depth(masks, K, depth.shape)
-                boxes = None
-            objects = objects_from_depth(masks, depth, K, self.depth_scale, boxes=boxes, options=self.options)
+            objects, scale = result_objects(result, depth_msg, info, self.depth_scale, self.options)
         except DepthError as exc:
             self._skip(error_kind("bad_depth", str(exc)), f"3D skipped: {exc}", counter="depth_errors")
             return
@@ -375,7 +384,6 @@ class Depth3D:
         if missing:
             self.stats.count("objects_without_3d", len(missing))
             self.last_skip = f"object {missing[0][0] + 1}: {missing[0][1]}"
-        scale = (depth.shape[0] / image_size[0], depth.shape[1] / image_size[1])
         self._publish(objects, object_ids(result), result, self._header(header, info), scale)
         self.stats.stage("depth3d", (time.perf_counter() - t0) * 1e3)
 
