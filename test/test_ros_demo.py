@@ -96,4 +96,4 @@ def test_demo_clicks_the_disk_on_a_frame_the_node_encoded_and_follows_it(exporte
         # one id on the disk in (nearly) every frame; the toy model's masks are coarse
         # (README: box IoU ~0.56 on held-out scenes), so the overlap floor is what it gives
         assert followed["frames_with_the_disk"] >= 0.5 * followed["frames"], followed
-        assert followed["mean_iou_with_disk"] >= 0.3, followed
+        assert followed["mean_iou_with_disk"] >= 0.4, followed

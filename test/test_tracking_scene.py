@@ -4,15 +4,13 @@ paths, one hidden behind another for 5 frames (mobilesam_ros.bench.tracking's
 standard scene, 100 frames at 320x240).
 
 The model is a fixture: ``TruthRuntime`` (the scene's truth as a SAM-like decoder:
-blurred, jittered masks of the object a prompt points at) by default. A model whose
-masks really follow shapes (the toy-world checkpoint) is one more parameter of the
-``scene_runtime`` fixture: it runs when its trained tensors ship and
-MOBILESAM_TRACKING_TOY=1 (100 encoder runs: minutes on a CPU).
+blurred, jittered masks of the object a prompt points at). The toy-world model is not
+used here: this scene (a noise-textured background, 26-50 px shapes at 320x240) is
+outside what it was trained on (measured: ids kept, zero switches, but mean IoU 0.25);
+the demo's test follows its disk with it instead (test_ros_demo.py).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -22,27 +20,14 @@ from mobilesam_ros.live.tracking import TrackingConfig
 OCCLUDED = 2  # the disk that passes behind the rectangle
 
 
-def _toy_runtime(scene, tmp_path):
-    from mobilesam_ros.toy.model import SHIPPED, write_toy_checkpoint
-
-    if not SHIPPED.exists() or os.environ.get("MOBILESAM_TRACKING_TOY") != "1":
-        pytest.skip("toy-world model: needs mobilesam_ros/toy/toy_world.npz and MOBILESAM_TRACKING_TOY=1 (slow)")
-    pytest.importorskip("torch")
-    from mobilesam_ros.runtime import create_runtime
-
-    return create_runtime(str(write_toy_checkpoint(tmp_path / "toy.pt")), "torch")
-
-
 @pytest.fixture(scope="module")
 def scene():
     return standard_scene(320, 240, 100)
 
 
-@pytest.fixture(params=["truth", "toy"])
-def scene_runtime(request, scene, tmp_path):
-    if request.param == "truth":
-        return TruthRuntime(scene)
-    return _toy_runtime(scene, tmp_path)
+@pytest.fixture
+def scene_runtime(scene):
+    return TruthRuntime(scene)
 
 
 def test_the_scene_hides_one_object_for_exactly_five_frames(scene):

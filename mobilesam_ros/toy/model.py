@@ -1,15 +1,19 @@
 """The toy-world model as a checkpoint in the official ``mobile_sam.pt`` layout.
 
 A toy-world model is MobileSAM trained on synthetic shapes only (see
-:mod:`mobilesam_ros.toy.train`): its masks follow solid shapes on smooth
-backgrounds, so demos and behaviour tests mean something without the real weights.
-On real images it is meaningless. It is assembled from two parts:
+:mod:`mobilesam_ros.toy.train` and :mod:`mobilesam_ros.toy.finetune`): its masks
+follow solid shapes on smooth backgrounds, so demos and behaviour tests mean
+something without the real weights. On real images it is meaningless. It is
+assembled from two parts:
 
-* the image encoder (TinyViT, without its neck): seeded random weights regenerated
-  with NumPy's frozen ``RandomState`` stream (identical on every machine and
-  version), by the same rules as ``mobilesam-ros synthetic-checkpoint``;
-* the trained tensors shipped in ``toy_world.npz`` beside this file: the encoder's
-  neck, the prompt encoder and the mask decoder, stored as float16 (~10 MB).
+* seeded random weights for every entry, regenerated with NumPy's frozen
+  ``RandomState`` stream (identical on every machine and version), by the same
+  rules as ``mobilesam-ros synthetic-checkpoint``: the starting point of training,
+  and the values of what training never touches (the encoder's unused
+  classification head);
+* the trained tensors shipped in ``toy_world.npz`` beside this file, stored as
+  float16 (~20 MB): the image encoder, its neck, the prompt encoder and the mask
+  decoder.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 TOY_ENCODER_SEED = 2026
-#: the checkpoint entries that training changes (everything else is the seeded encoder)
+#: the entries the first training phase changes (the second trains the encoder too)
 TRAINED_PREFIXES = ("image_encoder.neck.", "prompt_encoder.", "mask_decoder.")
 SHIPPED = Path(__file__).with_name("toy_world.npz")
 TOY_NOTICE = ("toy-world model: trained on synthetic shapes only, meaningless on real images "

@@ -1,4 +1,4 @@
-"""Train the toy-world model: MobileSAM whose masks follow solid shapes.
+"""Train the toy-world model, first phase: the decoder on the seeded random encoder.
 
     python -m mobilesam_ros.toy.train --work out/toy-train            # cache, train, write
     python -m mobilesam_ros.toy.train --work out/toy-train --steps 3000 --scenes 320
@@ -19,6 +19,8 @@ on). It prints progress and, every ``--eval-every`` steps, the held-out IoU of
 box and point prompts at low resolution. The product, ``WORK/toy_world.npz``, is
 what :mod:`mobilesam_ros.toy.model` turns into a checkpoint; the full-resolution
 evaluation through the real predictor is ``python -m mobilesam_ros.toy.evaluate``.
+The second phase, :mod:`mobilesam_ros.toy.finetune`, starts from that product and
+trains the encoder too (a random encoder caps what this phase can reach).
 Needs PyTorch (the ``[export]`` extra); CPU only.
 """
 
