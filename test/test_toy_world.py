@@ -81,10 +81,10 @@ def test_toy_model_segments_held_out_scenes(toy_checkpoint):
     assert scores["objects"] >= 8
     assert scores["box_iou"] >= BOX_IOU_FLOOR, scores
     assert scores["point_iou"] >= POINT_IOU_FLOOR, scores
-    assert scores["iou_head_pearson_r"] >= 0.3, scores
+    assert scores["iou_head_pearson_r"] >= 0.4, scores
 
 
-# floors for the 4-scene check: measured on these scenes box 0.953, point 0.951, r 0.50
+# floors for the 4-scene check: measured on these scenes box 0.953, point 0.947, r 0.59
 # (untrained: ~0.02), less a margin for float differences between machines; the full
 # evaluation is in the README (box 0.90, point 0.85 on 40 scenes)
 BOX_IOU_FLOOR = 0.85
