@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from ..transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .model import save_trained, toy_state_dict
 from .scenes import Scene, make_scene
-from .train import (PROMPT_KINDS, PROMPT_WEIGHTS, SIZES, held_out_scene, low_res_target, make_prompt, mask_iou,
-                    prompt_losses)
+from .train import (PROMPT_KINDS, PROMPT_WEIGHTS, SIZES, adamw, held_out_scene, low_res_target, make_prompt,
+                    mask_iou, prompt_batch, prompt_losses, warmup_cosine)
 
 #: fine-tuning scenes use seeds FINETUNE_SEED0 + n (never the evaluation's or the held-out check's)
 FINETUNE_SEED0 = 20_000_000
@@ -153,21 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.eval()
 
-    params = [p for n, p in model.named_parameters() if not n.startswith(("encoder.head.", "encoder.norm_head."))]
-    for n, p in model.named_parameters():
+    for n, p in model.named_parameters():  # the classification head is never used
         p.requires_grad_(not n.startswith(("encoder.head.", "encoder.norm_head.")))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n and "tokens" not in n]
-    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n and "tokens" not in n)]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                              lr=args.lr, betas=(0.9, 0.999))
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trained]
+    optim = adamw(trained, args.lr)
     print(f"[finetune] {sum(p.numel() for p in params) / 1e6:.2f} M parameters trained, crops {CROP}x{CROP}", flush=True)
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        return warmup_cosine(step, args.lr, args.warmup, args.steps)
 
     held_out = [held_out_scene(j) for j in range(args.held_out)]
 
@@ -244,29 +238,15 @@ def main(argv: list[str] | None = None) -> int:
             objects = [int(o) for o in rng.choice(inside, args.prompts_per_crop)]
             kinds = [str(k) for k in rng.choice(PROMPT_KINDS, args.prompts_per_crop, p=PROMPT_WEIGHTS)]
             jobs.append((scene, (ty, tx), objects, kinds))
-        total = 0.0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             embeddings = model.encoder(torch.stack(crops))
             loss_all = 0.0
             for c, (scene, (ty, tx), objects, kinds) in enumerate(jobs):
-                h, w = scene.image.shape[:2]
-                input_hw = preprocess_shape(h, w)
-                by_count: dict[int, list] = {}
-                for kind, obj in zip(kinds, objects):
-                    coords, labels, mask_input = make_prompt(rng, scene, obj, kind)
-                    by_count.setdefault(len(labels), []).append(
-                        (apply_coords(coords, (h, w), input_hw), labels, mask_input, obj, kind))
-                for items in by_count.values():  # prompts with as many points decode together
-                    coords = torch.from_numpy(np.stack([i[0] for i in items]))
-                    labels = torch.from_numpy(np.stack([i[1] for i in items]))
-                    mask_in = torch.from_numpy(np.stack([
-                        i[2] if i[2] is not None else np.zeros((256, 256), np.float32) for i in items]))[:, None]
-                    has_mask = torch.tensor([0.0 if i[2] is None else 1.0 for i in items])
-                    targets = torch.from_numpy(np.stack([
-                        low_res_target(scene.masks[i[3]])[4 * ty:4 * ty + 4 * CROP_TOKENS, 4 * tx:4 * tx + 4 * CROP_TOKENS]
-                        for i in items]))
+                crop = (slice(None), slice(4 * ty, 4 * (ty + CROP_TOKENS)), slice(4 * tx, 4 * (tx + CROP_TOKENS)))
+                for coords, labels, mask_in, has_mask, targets, group_kinds in prompt_batch(rng, scene, kinds, objects):
+                    targets = targets[crop]  # the crop's slice of the low-res frame
                     masks, iou_pred = model.decode(embeddings[c:c + 1], (ty, tx), coords, labels, mask_in, has_mask)
-                    loss = prompt_losses(masks, iou_pred, targets, [i[4] for i in items], args.pos_weight_power).sum()
+                    loss = prompt_losses(masks, iou_pred, targets, group_kinds, args.pos_weight_power).sum()
                     loss_all = loss_all + loss / (args.crops_per_step * args.prompts_per_crop)
                     with torch.no_grad():
                         train_iou.extend(mask_iou(masks[:, 0].float(), targets).tolist())

@@ -292,6 +292,24 @@ def low_res_eval(parts: TrainableParts, held_out: list[tuple[Scene, np.ndarray]]
     return {"box": float(np.mean(box_iou)), "point": float(np.mean(point_iou))}
 
 
+# --- shared by both training phases -----------------------------------------------------------
+def adamw(named_parameters, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not norms, biases, embeddings, tokens)."""
+    named = list(named_parameters)
+    decayed = [p.ndim >= 2 and "embed" not in n and "tokens" not in n for n, p in named]
+    return torch.optim.AdamW([{"params": [p for (_, p), d in zip(named, decayed) if d], "weight_decay": 1e-4},
+                              {"params": [p for (_, p), d in zip(named, decayed) if not d], "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.999))
+
+
+def warmup_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine decay to 2 % of ``lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
 # --- the program ----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.toy.train", description=__doc__.splitlines()[0])
@@ -350,16 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         p.requires_grad_(False)
     for p in parts.parameters():
         p.requires_grad_(True)
-    decay = [p for n, p in parts.named_parameters() if p.ndim >= 2 and "embed" not in n and "tokens" not in n]
-    no_decay = [p for n, p in parts.named_parameters() if not (p.ndim >= 2 and "embed" not in n and "tokens" not in n)]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                              lr=args.lr, betas=(0.9, 0.999))
+    optim = adamw(parts.named_parameters(), args.lr)
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        return warmup_cosine(step, args.lr, args.warmup, args.steps)
 
     state_path = work / "state.pt"
     history: list[dict] = []
