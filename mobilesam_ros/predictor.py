@@ -13,7 +13,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
-from .postprocess import get_postprocessor
+from .postprocess import MaskPostprocessor, get_postprocessor
 from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .variants import DEFAULT_VARIANT, always_three_masks
 
@@ -89,7 +89,7 @@ class Prompt:
 
 @dataclass
 class Prediction:
-    masks: np.ndarray  # (M, H, W) bool, or (B, M, H, W) for a batch
+    masks: np.ndarray | None  # (M, H, W) bool, or (B, M, H, W) for a batch (None: not made)
     iou_predictions: np.ndarray  # (M,) or (B, M)
     low_res_logits: np.ndarray  # (M, 256, 256) or (B, M, 256, 256)
     extra: dict = field(default_factory=dict)
@@ -283,15 +283,22 @@ class SamPredictor:
         iou, logits = self.decode_low_res([prompt], multimask_output, emb)
         # threshold at low resolution, upsample only inside each mask's box (same masks
         # as transforms.logits_to_masks, the reference's two resizes)
-        post = get_postprocessor(emb.original_size, emb.input_size, self.mask_threshold)
-        return Prediction(post.masks(logits[0]), iou[0], logits[0])
+        return Prediction(self.postprocessor(emb).masks(logits[0]), iou[0], logits[0])
 
     def predict_boxes(
-        self, boxes: np.ndarray, multimask_output: bool = False, embedding: ImageEmbedding | None = None
+        self, boxes: np.ndarray, multimask_output: bool = False, embedding: ImageEmbedding | None = None,
+        full_masks: bool = True,
     ) -> Prediction:
-        """A batch of boxes, one object each: masks (B, M, H, W), iou (B, M), logits (B, M, 256, 256)."""
+        """A batch of boxes, one object each: masks (B, M, H, W), iou (B, M), logits (B, M, 256, 256).
+
+        ``full_masks=False`` leaves ``masks`` None, for callers that make them chunk by
+        chunk from the logits (``postprocessor(embedding).iter_masks``)."""
         emb = self._embedding(embedding)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         iou, logits = self.decode_low_res([Prompt(box=b) for b in boxes], multimask_output, emb)
-        post = get_postprocessor(emb.original_size, emb.input_size, self.mask_threshold)
-        return Prediction(post.masks(logits), iou, logits)
+        return Prediction(self.postprocessor(emb).masks(logits) if full_masks else None, iou, logits)
+
+    def postprocessor(self, embedding: ImageEmbedding | None = None) -> MaskPostprocessor:
+        """What turns this frame's low-res logits into full-size masks (cached per size)."""
+        emb = self._embedding(embedding)
+        return get_postprocessor(emb.original_size, emb.input_size, self.mask_threshold)

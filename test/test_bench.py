@@ -82,3 +82,25 @@ def test_bench_command_json(exported_model, tmp_path, monkeypatch, capsys):
     assert result["everything"] == {"strategies": {}} and seen["runtime"] == "onnxruntime"
     assert "encoder" in capsys.readouterr().out
     assert main(["bench", "--model", str(exported_model), "--boxes", "0"]) == 2
+
+
+def test_whole_command_comparison_runs_each_side_as_a_process(synthetic_checkpoint, exported_model, tmp_path):
+    """bench.whole: our segment command and the reference's script as separate
+    processes (plus `everything` with --also), timed, the JSON saying what ran."""
+    pytest.importorskip("torch")
+    from mobilesam_ros.bench import whole
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(synthetic_image(180, 240, seed=2)).save(image)
+    out = tmp_path / "whole.json"
+    assert whole.main(["--model", str(exported_model), "--checkpoint", str(synthetic_checkpoint), "--image", str(image),
+                       "--boxes", "2", "--rounds", "1", "--threads", "1", "--also", "everything",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["boxes"] == 2 and result["image"]["height"] == 180
+    assert result["ours_s"][0] > 0 and result["reference_s"][0] > 0 and result["speedup_median"] > 0
+    assert result["npz_bytes"] > 2 * 180 * 240  # the masks were written
+    assert "reference: 2 masks 180x240" in result["runs"]["reference"][0]["stderr_tail"][-1]
+    assert result["also"]["everything"]["median_s"] > 0
+    with pytest.raises(SystemExit):
+        whole.main(["--model", "m", "--checkpoint", "c", "--image", "i", "--also", "nonsense"])

@@ -53,6 +53,14 @@ def test_boxes_json_batch(parity_dir, expected, tmp_path):
     assert got["iou_predictions"].shape == (5, 1)
     assert got["low_res_logits"].shape == (5, 1, 256, 256)
     assert mask_ious(got["masks"], expected_masks(expected, "picture1.jpg/boxes_batch", 769)).min() >= 0.99
+    # with an overlay the masks are made all at once, without it streamed into the
+    # .npz chunk by chunk: the same bits either way
+    eager = tmp_path / "eager.npz"
+    assert main(["segment", str(parity_dir / "images" / "picture1.jpg"), "--checkpoint", str(parity_dir / "checkpoint.pt"),
+                 "--boxes-json", str(boxes), "--save-npz", str(eager), "--overlay", str(tmp_path / "o.png")]) == 0
+    with np.load(eager) as all_at_once:
+        for name in ("masks", "iou_predictions", "low_res_logits"):
+            assert np.array_equal(all_at_once[name], got[name]), name
 
 
 def _cli(*args):

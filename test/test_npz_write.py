@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.cli import CommandError
-from mobilesam_ros.commands._npz import write_npz
+from mobilesam_ros.commands._npz import StreamedArray, write_npz
 
 
 def _arrays():
@@ -52,3 +52,32 @@ def test_segment_and_everything_offer_compress():
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         assert "--compress" in parser.format_help()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_streamed_array_is_written_chunk_by_chunk(tmp_path, compress):
+    """A StreamedArray's chunks may all be views of one reused buffer: the file holds
+    each chunk as it was when written, and np.load sees one ordinary array."""
+    masks = np.random.default_rng(1).random((7, 30, 20)) > 0.5
+    buffer = np.empty((3, 30, 20), bool)
+
+    def chunks():
+        for start in range(0, 7, 3):
+            part = buffer[: min(3, 7 - start)]
+            part[...] = masks[start : start + 3]
+            yield part
+
+    path = write_npz(tmp_path / "s.npz", {"masks": StreamedArray(masks.shape, np.dtype(bool), chunks()),
+                                          "scalar": np.float32(2.5), "empty": np.zeros((0, 4), np.float32)},
+                     compress=compress)
+    with np.load(path) as data:
+        assert data["masks"].dtype == bool and np.array_equal(data["masks"], masks)
+        assert data["scalar"].shape == () and data["scalar"] == np.float32(2.5)
+        assert data["empty"].shape == (0, 4)
+
+
+def test_streamed_array_of_the_wrong_size_fails_and_leaves_nothing(tmp_path):
+    short = StreamedArray((4, 10), np.dtype(np.float32), iter([np.zeros((3, 10), np.float32)]))
+    with pytest.raises(ValueError, match="bytes of data"):
+        write_npz(tmp_path / "bad.npz", {"a": short})
+    assert list(tmp_path.iterdir()) == []

@@ -104,12 +104,39 @@ def test_chunked_and_unbound_runs_agree(exported_model, runtime):
         inputs = _inputs(rng, 7, 3, batched)
         want = runtime.decode(embedding, *inputs)
         want = (want.iou_predictions.copy(), want.low_res_masks.copy())
-        for options in ({"decoder_batch": 3}, {"io_binding": False}, {"graph_optimization": "basic"}):
+        for options in ({"decoder_batch": 3}, {"io_binding": False}, {"graph_optimization": "basic"},
+                        {"shared_arena": False}):
             other = OnnxRuntime(exported_model, num_threads=2, **options)
             got = other.decode(embedding, *inputs)
             assert np.abs(got.low_res_masks - want[1]).max() <= 1e-4, options
             assert np.abs(got.iou_predictions - want[0]).max() <= 1e-5, options
             other.close()
+
+
+def test_sessions_share_one_cpu_arena(exported_model, runtime):
+    """Every session in the process allocates from one registered arena (so the decoder
+    reuses the encoder's pages); two runtimes on it decode alike, from two threads too."""
+    import threading
+
+    assert runtime.shared_arena
+    other = OnnxRuntime(exported_model, num_threads=1)
+    assert other.shared_arena
+    rng = np.random.default_rng(4)
+    embedding = other.encode(rng.normal(size=(1, 3, 1024, 1024)).astype(np.float32))
+    inputs = _inputs(rng, 5, 2)
+    want = runtime.decode(embedding, *inputs).low_res_masks.copy()
+    results = {}
+
+    def decode(name, rt):
+        results[name] = rt.decode(embedding, *inputs).low_res_masks.copy()
+
+    threads = [threading.Thread(target=decode, args=(n, rt)) for n, rt in (("a", runtime), ("b", other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.abs(results["a"] - want).max() <= 1e-5 and np.abs(results["b"] - want).max() <= 1e-4
+    other.close()
 
 
 def test_bad_inputs_are_refused(runtime):

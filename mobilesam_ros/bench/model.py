@@ -132,10 +132,34 @@ def machine_info() -> dict:
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         pass
+    cpu = cpu_model()
+    if cpu:
+        info["cpu"] = cpu
     load = load_average()
     if load is not None:
         info["load_average"] = load
     return info
+
+
+def cpu_model() -> str | None:
+    """The CPU as /proc/cpuinfo names it, with family / model (a VM's "AMD EPYC" alone
+    does not say which generation) and the widest x86 vector extension."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return None
+    flags = set(fields.get("flags", "").split())
+    vector = next((f for f in ("avx512_bf16", "avx512f", "avx2") if f in flags), None)
+    parts = [f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields
+             else None, vector, "VM" if "hypervisor" in flags else None]
+    return name + "".join(f", {p}" for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------

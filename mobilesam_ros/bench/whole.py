@@ -10,6 +10,13 @@ written), alternating in rounds so that both see the same machine load::
 The reference side (``reference`` sub-mode) is what a user of the reference MobileSAM
 predictor runs: PyTorch, boxes batched (``predict_torch``), masks upsampled with
 ``F.interpolate`` and thresholded, not saved (``bench.model.ReferencePredictor``).
+
+``--also everything,bench`` times, in the same rounds, what a user waits for with the
+other two commands: ``everything`` on the same boxes (``--boxes-json``, ``--save-npz``)
+and a one-pass ``bench`` (``--boxes 1,10,100 --warmup 0 --repeats 1``).
+
+Before each run the file system is synced: the previous run's 300 MB ``.npz`` would
+otherwise be written back to disk during the next run, on the same two cores.
 """
 
 from __future__ import annotations
@@ -42,7 +49,11 @@ def reference_process(checkpoint: str, image: str, boxes_json: str, threads: int
     return 0
 
 
+ALSO = ("everything", "bench")
+
+
 def _timed_run(cmd: list[str]) -> dict:
+    os.sync()
     load_before = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -59,7 +70,7 @@ def _timed_run(cmd: list[str]) -> dict:
 
 
 def compare(model: str, checkpoint: str, image: str, boxes: int, rounds: int, threads: int = 0,
-            extra: list[str] | None = None, log=print) -> dict:
+            extra: list[str] | None = None, log=print, also: tuple[str, ...] = ()) -> dict:
     from ..transforms import read_rgb
     from .model import bench_boxes, machine_info
 
@@ -72,11 +83,18 @@ def compare(model: str, checkpoint: str, image: str, boxes: int, rounds: int, th
                 str(boxes_json), "--save-npz", str(Path(tmp) / "out.npz"), "--threads", str(threads), *(extra or [])]
         reference = [sys.executable, "-m", "mobilesam_ros.bench.whole", "reference", checkpoint, image,
                      str(boxes_json), "--threads", str(threads)]
-        runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+        others = {
+            "everything": [sys.executable, "-m", "mobilesam_ros", "everything", image, "--model", model, "--boxes-json",
+                           str(boxes_json), "--save-npz", str(Path(tmp) / "everything.npz"), "--threads", str(threads)],
+            "bench": [sys.executable, "-m", "mobilesam_ros", "bench", "--model", model, "--boxes", "1,10,100",
+                      "--warmup", "0", "--repeats", "1", "--threads", str(threads)],
+        }
+        runs: dict[str, list[dict]] = {"ours": [], "reference": [], **{name: [] for name in also}}
         for i in range(rounds):
             # alternate who goes first, so a load change hits both sides alike
             order = [("ours", ours), ("reference", reference)]
-            for name, cmd in order if i % 2 == 0 else order[::-1]:
+            order = order if i % 2 == 0 else order[::-1]
+            for name, cmd in order + [(name, others[name]) for name in also]:
                 run = _timed_run(cmd)
                 runs[name].append(run)
                 log(f"round {i + 1}/{rounds}: {name:<9} {run['seconds']:6.2f} s, CPU {run['cpu_seconds']:6.2f} s "
@@ -103,12 +121,18 @@ def compare(model: str, checkpoint: str, image: str, boxes: int, rounds: int, th
         "cpu_speedup_median": round(statistics.median(r["cpu_seconds"] for r in runs["reference"])
                                     / statistics.median(r["cpu_seconds"] for r in runs["ours"]), 2),
         "npz_bytes": npz_bytes,
+        "also": {name: {"cmd": " ".join(others[name][1:]).replace(tmp, "TMP"),
+                        "median_s": round(statistics.median(r["seconds"] for r in runs[name]), 3),
+                        "median_cpu_s": round(statistics.median(r["cpu_seconds"] for r in runs[name]), 3)}
+                 for name in also},
         "runs": runs,
         "machine": machine_info(),
     }
     log(f"whole process, {boxes} boxes on {width}x{height}: reference median {result['reference_median_s']:.2f} s, "
         f"ours {result['ours_median_s']:.2f} s: {result['speedup_median']:.2f}x "
         f"(per round {', '.join(f'{p:.2f}x' for p in pairs)}); CPU time {result['cpu_speedup_median']:.2f}x")
+    for name, row in result["also"].items():
+        log(f"{name}: median {row['median_s']:.2f} s, CPU {row['median_cpu_s']:.2f} s ({row['cmd']})")
     return result
 
 
@@ -129,11 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boxes", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both sides (0: all cores)")
+    p.add_argument("--also", default="", metavar="LIST",
+                   help=f"also time these commands in every round: {', '.join(ALSO)} (comma-separated)")
     p.add_argument("--json", metavar="OUT", help="write the result as JSON")
     p.add_argument("ours_extra", nargs="*", help="extra arguments for our segment command (after --)")
     a = p.parse_args(argv)
+    also = tuple(name for name in a.also.split(",") if name)
+    unknown = [name for name in also if name not in ALSO]
+    if unknown:
+        p.error(f"--also: unknown command(s) {', '.join(unknown)} (choose from {', '.join(ALSO)})")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    result = compare(a.model, a.checkpoint, a.image, a.boxes, a.rounds, a.threads, a.ours_extra, log)
+    result = compare(a.model, a.checkpoint, a.image, a.boxes, a.rounds, a.threads, a.ours_extra, log, also)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")

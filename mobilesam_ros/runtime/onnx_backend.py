@@ -53,6 +53,33 @@ DEFAULT_TRT_OPT_POINTS = 2
 DEFAULT_CPU_DECODER_BATCH = 8
 DEFAULT_CUDA_DECODER_BATCH = 32
 
+_shared_arena_lock = threading.Lock()
+_shared_arena_ready: bool | None = None  # None: not tried yet
+
+
+def shared_cpu_arena(ort) -> bool:
+    """Register one CPU memory arena with ONNX Runtime's environment (once per
+    process) for every session here to allocate from; False if this build refuses.
+
+    With one arena per session, the encoder's intermediates (~280 MB) and the
+    decoder's (~35 MB per prompt in a chunk) are two sets of pages; shared, the
+    decoder reuses the pages the encoder has finished with. On our VMs a page touched
+    for the first time costs several microseconds in the kernel (and the hypervisor),
+    so this took a one-shot 100-box ``segment`` from 2.0 s to 1.2-1.5 s of decoding,
+    and the process's peak memory down by the same ~0.3-0.5 GB.
+    """
+    global _shared_arena_ready
+    with _shared_arena_lock:
+        if _shared_arena_ready is None:
+            try:
+                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+                # max_mem 0 (no limit), default extend strategy, chunk size and dead bytes
+                ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+                _shared_arena_ready = True
+            except Exception:  # an older or unusual build: per-session arenas, as before
+                _shared_arena_ready = False
+        return _shared_arena_ready
+
 
 class ModelDirError(ValueError):
     """A directory that is not a usable exported model."""
@@ -174,6 +201,8 @@ class OnnxRuntime(Runtime):
     * ``decoder_batch``: prompts per decoder run (default: 8 on CPU, 32 with CUDA, the
       profile's maximum with TensorRT; 0 = no split);
     * ``io_binding``: bind inputs and pre-allocated outputs (default True);
+    * ``shared_arena``: CPU tensors of every session in the process come from one
+      arena (``shared_cpu_arena``; default True);
     * ``log_severity``: ONNX Runtime log level (default 3, errors only).
 
     ``decode`` returns views of buffers owned by the runtime, valid until the same
@@ -200,6 +229,7 @@ class OnnxRuntime(Runtime):
         trt_opt_points: int = DEFAULT_TRT_OPT_POINTS,
         decoder_batch: int | None = None,
         io_binding: bool = True,
+        shared_arena: bool = True,
         log_severity: int = 3,
     ) -> None:
         ort = _import_ort()
@@ -245,6 +275,9 @@ class OnnxRuntime(Runtime):
         # 0 lets ONNX Runtime use one thread per physical core
         options.intra_op_num_threads = max(0, int(num_threads))
         options.log_severity_level = log_severity
+        self.shared_arena = bool(shared_arena) and shared_cpu_arena(ort)
+        if self.shared_arena:
+            options.add_session_config_entry("session.use_env_allocators", "1")
         self.num_threads = num_threads
         self.graph_optimization = graph_optimization
 
