@@ -201,8 +201,8 @@ class OnnxRuntime(Runtime):
     * ``decoder_batch``: prompts per decoder run (default: 8 on CPU, 32 with CUDA, the
       profile's maximum with TensorRT; 0 = no split);
     * ``io_binding``: bind inputs and pre-allocated outputs (default True);
-    * ``shared_arena``: CPU tensors of every session in the process come from one
-      arena (``shared_cpu_arena``; default True);
+    * ``shared_arena``: with the CPU provider alone, the tensors of every session in
+      the process come from one arena (``shared_cpu_arena``; default True);
     * ``log_severity``: ONNX Runtime log level (default 3, errors only).
 
     ``decode`` returns views of buffers owned by the runtime, valid until the same
@@ -275,7 +275,10 @@ class OnnxRuntime(Runtime):
         # 0 lets ONNX Runtime use one thread per physical core
         options.intra_op_num_threads = max(0, int(num_threads))
         options.log_severity_level = log_severity
-        self.shared_arena = bool(shared_arena) and shared_cpu_arena(ort)
+        # CPU-only sessions: there the arena holds every intermediate; with a GPU provider
+        # the CPU side is small, and onnxruntime has had bugs mixing env allocators with
+        # the CUDA EP's pinned one (microsoft/onnxruntime#25211)
+        self.shared_arena = bool(shared_arena) and chosen == [CPU_EP] and shared_cpu_arena(ort)
         if self.shared_arena:
             options.add_session_config_entry("session.use_env_allocators", "1")
         self.num_threads = num_threads
