@@ -97,7 +97,28 @@ def test_missing_model_says_how_to_get_it(parity_dir, tmp_path):
 def test_help_lists_commands():
     result = _cli("--help")
     assert result.returncode == 0
-    assert "segment" in result.stdout
+    from mobilesam_ros.cli import COMMANDS
+    from mobilesam_ros.commands import everything
+
+    assert all(name in result.stdout for name in COMMANDS)
+    assert everything.HELP[:30] in " ".join(result.stdout.split())  # each command's one-line help
+
+
+def test_one_command_imports_only_its_own_module():
+    """Running `segment` builds only segment's arguments: the other commands' modules
+    (and what they import) are not loaded; every command is still a valid choice."""
+    code = (
+        "import sys; from mobilesam_ros.cli import build_parser; p = build_parser('segment'); "
+        "print(sorted(m for m in sys.modules if m.startswith('mobilesam_ros.commands.'))); "
+        "p.parse_args(['bench', '--help'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    loaded = result.stdout.splitlines()[0]
+    assert "mobilesam_ros.commands.segment" in loaded
+    for other in ("bench", "everything", "download", "export", "bag"):
+        assert f"mobilesam_ros.commands.{other}'" not in loaded, loaded
+    helped = _cli("segment", "--help")
+    assert helped.returncode == 0 and "--boxes-json" in helped.stdout
 
 
 def test_mask_input_refines_like_the_reference(parity_dir, expected, tmp_path):
