@@ -416,26 +416,20 @@ class MaskPostprocessor:
         flat = low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
         if flat.dtype != np.float32:
             flat = flat.astype(np.float32)
-        masks = self._output(flat.shape[0])
+        masks = self._output(flat.shape[0])  # all False already
         for i in range(flat.shape[0]):
             self.mask_into(flat[i], masks[i])
         return masks.reshape(*lead, *self.original_size)
 
-    def iter_masks(self, low_res: np.ndarray, chunk: int = 8):
-        """The masks of ``masks(low_res)``, flattened to (N, H, W) and made ``chunk`` at a
-        time into one buffer: yields (n, H, W) views of it, each valid until the next is
-        asked for. For writing many full-size masks without holding them all (100
-        masks of a 2048x1365 photo are 280 MB; fresh pages cost a fault each)."""
-        flat = np.asarray(low_res, np.float32).reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
-        if len(flat) == 0:
-            return
-        buffer = np.empty((min(int(chunk), len(flat)), *self.original_size), bool)
-        for start in range(0, len(flat), len(buffer)):
-            part = buffer[: min(len(buffer), len(flat) - start)]
-            part.fill(False)
-            for i in range(len(part)):
-                self.mask_into(flat[start + i], part[i])
-            yield part
+    def masks_into(self, low_res: np.ndarray, out: np.ndarray) -> None:
+        """(n, 256, 256) logits -> their masks in ``out`` (n, H, W) bool, whatever it held:
+        for callers that make masks chunk by chunk into buffers of their own (``segment``
+        streams 100 full-size masks into its .npz without holding all 280 MB)."""
+        if len(low_res) != len(out) or out.shape[1:] != self.original_size:
+            raise ValueError(f"{len(low_res)} logit maps for masks of shape {out.shape}")
+        out.fill(False)
+        for i in range(len(out)):
+            self.mask_into(np.asarray(low_res[i], np.float32), out[i])
 
 
 _CACHE_SIZE = 8

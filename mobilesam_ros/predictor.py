@@ -292,7 +292,7 @@ class SamPredictor:
         """A batch of boxes, one object each: masks (B, M, H, W), iou (B, M), logits (B, M, 256, 256).
 
         ``full_masks=False`` leaves ``masks`` None, for callers that make them chunk by
-        chunk from the logits (``postprocessor(embedding).iter_masks``)."""
+        chunk from the logits (``postprocessor(embedding).masks_into``)."""
         emb = self._embedding(embedding)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         iou, logits = self.decode_low_res([Prompt(box=b) for b in boxes], multimask_output, emb)

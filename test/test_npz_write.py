@@ -55,29 +55,55 @@ def test_segment_and_everything_offer_compress():
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_streamed_array_is_written_chunk_by_chunk(tmp_path, compress):
-    """A StreamedArray's chunks may all be views of one reused buffer: the file holds
-    each chunk as it was when written, and np.load sees one ordinary array."""
+def test_streamed_array_is_made_while_written(tmp_path, compress):
+    """A StreamedArray is filled chunk by chunk in a helper thread, into two buffers
+    that alternate, and np.load sees one ordinary array."""
+    import threading
+
     masks = np.random.default_rng(1).random((7, 30, 20)) > 0.5
-    buffer = np.empty((3, 30, 20), bool)
+    seen = []
 
-    def chunks():
-        for start in range(0, 7, 3):
-            part = buffer[: min(3, 7 - start)]
-            part[...] = masks[start : start + 3]
-            yield part
+    def fill(start, out):
+        seen.append((start, len(out), out.ctypes.data, threading.current_thread() is threading.main_thread()))
+        out[...] = masks[start : start + len(out)]
 
-    path = write_npz(tmp_path / "s.npz", {"masks": StreamedArray(masks.shape, np.dtype(bool), chunks()),
+    path = write_npz(tmp_path / "s.npz", {"masks": StreamedArray(masks.shape, np.dtype(bool), fill, chunk=3),
                                           "scalar": np.float32(2.5), "empty": np.zeros((0, 4), np.float32)},
                      compress=compress)
     with np.load(path) as data:
         assert data["masks"].dtype == bool and np.array_equal(data["masks"], masks)
         assert data["scalar"].shape == () and data["scalar"] == np.float32(2.5)
         assert data["empty"].shape == (0, 4)
+    assert [(s, n) for s, n, _, _ in seen] == [(0, 3), (3, 3), (6, 1)]
+    assert len({address for _, _, address, _ in seen}) == 2  # two buffers, reused
+    assert not any(main for *_, main in seen)  # made in the helper thread
 
 
-def test_streamed_array_of_the_wrong_size_fails_and_leaves_nothing(tmp_path):
-    short = StreamedArray((4, 10), np.dtype(np.float32), iter([np.zeros((3, 10), np.float32)]))
-    with pytest.raises(ValueError, match="bytes of data"):
-        write_npz(tmp_path / "bad.npz", {"a": short})
+def test_streamed_array_errors_leave_nothing(tmp_path, monkeypatch):
+    def broken(start, out):
+        if start:
+            raise RuntimeError("fill failed")
+        out[...] = 0
+
+    with pytest.raises(RuntimeError, match="fill failed"):
+        write_npz(tmp_path / "bad.npz", {"a": StreamedArray((4, 10), np.dtype(np.float32), broken, chunk=2)})
     assert list(tmp_path.iterdir()) == []
+    # the writer fails half-way (a full disk): one clear error, and the helper thread stops
+    import threading
+    import zipfile
+
+    calls = []
+    real_write = zipfile._ZipWriteFile.write
+
+    def failing_write(self, data):
+        calls.append(len(data))
+        if len(calls) > 2:  # header, first chunk, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(zipfile._ZipWriteFile, "write", failing_write)
+    fine = StreamedArray((9, 10), np.dtype(np.float32), lambda start, out: out.fill(start), chunk=2)
+    with pytest.raises(CommandError, match="No space left on device"):
+        write_npz(tmp_path / "full.npz", {"a": fine})
+    assert list(tmp_path.iterdir()) == []
+    assert not any(t.name == "npz-fill" for t in threading.enumerate())

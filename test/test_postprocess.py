@@ -85,18 +85,22 @@ def test_buffers_are_recycled_only_when_released():
     assert np.array_equal(logits_to_masks_fast(third_logits, size, input_size), third)
 
 
-def test_iter_masks_gives_the_masks_chunk_by_chunk_in_one_buffer():
+def test_masks_into_a_buffer_of_the_callers():
     size = (300, 400)
     input_size = preprocess_shape(*size)
     rng = np.random.default_rng(3)
     logits = np.concatenate([_blobs(rng, 6, input_size), rng.normal(size=(1, 256, 256)).astype(np.float32)])
     post = MaskPostprocessor(size, input_size)
     want = post.masks(logits).copy()
-    chunks = [(part.copy(), part) for part in post.iter_masks(logits.reshape(7, 1, 256, 256), chunk=3)]
-    assert [len(c) for c, _ in chunks] == [3, 3, 1]
-    assert np.array_equal(np.concatenate([c for c, _ in chunks]), want)  # blobs and speckle alike
-    assert all(np.shares_memory(view, chunks[0][1]) for _, view in chunks)  # one buffer, reused
-    assert list(post.iter_masks(np.zeros((0, 256, 256), np.float32))) == []
+    buffer = np.ones((3, *size), bool)  # stale contents: overwritten
+    got = []
+    for start in range(0, 7, 3):
+        part = buffer[: min(3, 7 - start)]
+        post.masks_into(logits[start : start + 3], part)
+        got.append(part.copy())
+    assert np.array_equal(np.concatenate(got), want)  # blobs and speckle alike
+    with pytest.raises(ValueError):
+        post.masks_into(logits[:2], buffer)
 
 
 def test_get_postprocessor_caches_per_size():

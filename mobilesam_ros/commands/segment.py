@@ -113,8 +113,13 @@ def run(args: argparse.Namespace) -> int:
             per_box = result.low_res_logits.shape[1]
             masks_shape = (len(boxes), *((per_box,) if per_box > 1 else ()), *image.shape[:2])
             if stream:
-                masks = StreamedArray(masks_shape, np.dtype(bool),
-                                      predictor.postprocessor().iter_masks(result.low_res_logits))
+                post, logits = predictor.postprocessor(), result.low_res_logits  # (B, M, 256, 256)
+
+                def fill(start: int, out: np.ndarray) -> None:  # out: masks of boxes start .. start + len(out)
+                    post.masks_into(logits[start : start + len(out)].reshape(-1, *logits.shape[-2:]),
+                                    out.reshape(-1, *image.shape[:2]))
+
+                masks = StreamedArray(masks_shape, np.dtype(bool), fill)
             else:
                 masks = result.masks.reshape(masks_shape)
         else:
