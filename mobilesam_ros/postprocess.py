@@ -384,19 +384,17 @@ class MaskPostprocessor:
 
     # --- many masks ---------------------------------------------------------------------
     def _output(self, count: int) -> np.ndarray:
-        """An all-False (count, H, W) array. Reuses a pooled buffer that no caller
-        holds any more (cleared with one memset) instead of fresh pages."""
+        """A (count, H, W) bool buffer (contents undefined: ``masks_into`` clears it).
+        Reuses a pooled buffer that no caller holds any more instead of fresh pages."""
         shape = (count, *self.original_size)
         nbytes = count * self.original_size[0] * self.original_size[1]
         if nbytes == 0 or nbytes > _POOL_MAX_BYTES:
-            return np.zeros(shape, bool)
+            return np.empty(shape, bool)
         for slot in self._pool:
             if slot.free() and slot.buffer.shape[0] >= count:
-                out = slot.buffer[:count]
-                out.fill(False)
-                return out
+                return slot.buffer[:count]
         free = [slot for slot in self._pool if slot.free()]
-        buffer = np.zeros(shape, bool)
+        buffer = np.empty(shape, bool)
         if free:  # too small: grow it
             free[0].buffer = buffer
         elif len(self._pool) < _POOL_SLOTS:
@@ -416,15 +414,15 @@ class MaskPostprocessor:
         flat = low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
         if flat.dtype != np.float32:
             flat = flat.astype(np.float32)
-        masks = self._output(flat.shape[0])  # all False already
-        for i in range(flat.shape[0]):
-            self.mask_into(flat[i], masks[i])
+        masks = self._output(flat.shape[0])
+        self.masks_into(flat, masks)
         return masks.reshape(*lead, *self.original_size)
 
     def masks_into(self, low_res: np.ndarray, out: np.ndarray) -> None:
         """(n, 256, 256) logits -> their masks in ``out`` (n, H, W) bool, whatever it held:
         for callers that make masks chunk by chunk into buffers of their own (``segment``
-        streams 100 full-size masks into its .npz without holding all 280 MB)."""
+        streams 100 full-size masks into its .npz without holding all 280 MB; ``masks``
+        uses it on its pooled buffers)."""
         if len(low_res) != len(out) or out.shape[1:] != self.original_size:
             raise ValueError(f"{len(low_res)} logit maps for masks of shape {out.shape}")
         out.fill(False)
