@@ -107,7 +107,10 @@ setup(
         # mobilesam-ros bag: rosbag2 (sqlite3, MCAP) without ROS (COCO RLE is built in;
         # the tests decode it with pycocotools)
         "bag": ["rosbags>=0.10"],
-        "test": ["pytest>=7", "onnx>=1.15", "rosbags>=0.10", "pycocotools>=2.0.7"],
+        # rosdep: test/test_rosdep.py checks package.xml against the real key database;
+        # ruff: the linter CI runs (ruff.toml; pinned to a minor version: its rules change)
+        "test": ["pytest>=7", "onnx>=1.15", "rosbags>=0.10", "pycocotools>=2.0.7", "rosdep>=0.25",
+                 "ruff>=0.17,<0.18"],
     },
     cmdclass={"install": Install, "develop": Develop},
     zip_safe=False,

@@ -29,10 +29,11 @@ import os
 import tempfile
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = "mobilesam_ros"
 

@@ -28,9 +28,6 @@ from torch import nn
 from . import __version__
 from .modeling import SamDecoder, SamEncoder, load_sam
 from .modeling.fast_decoder import FastSamDecoder
-from .transforms import PIXEL_MEAN_RGB, PIXEL_STD_RGB
-from .variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, always_three_masks, check_variant
-from .weights import MOBILE_SAM_SHA256, PROMPT_GUIDED_DECODER_SHA256, sha256_file
 from .runtime.base import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
@@ -41,6 +38,9 @@ from .runtime.base import (
     IMAGE_SIZE,
     LOW_RES_SIZE,
 )
+from .transforms import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from .variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, always_three_masks, check_variant
+from .weights import MOBILE_SAM_SHA256, PROMPT_GUIDED_DECODER_SHA256, sha256_file
 
 MODEL_JSON = "model.json"
 ENCODER_FILE = "encoder.onnx"

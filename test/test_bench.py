@@ -59,8 +59,8 @@ def test_reference_path_gives_the_same_masks(synthetic_checkpoint, exported_mode
 
 
 def test_bench_command_json(exported_model, tmp_path, monkeypatch, capsys):
-    from mobilesam_ros.cli import main
     from mobilesam_ros.bench import everything as everything_bench
+    from mobilesam_ros.cli import main
 
     seen = {}
 

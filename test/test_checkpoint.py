@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mobilesam_ros.modeling import CheckpointError, load_sam, synthetic_state_dict  # noqa: E402
-from mobilesam_ros.modeling.checkpoint import check_state_dict  # noqa: E402
-from mobilesam_ros.modeling.sam import Sam  # noqa: E402
+from mobilesam_ros.modeling import CheckpointError, load_sam, synthetic_state_dict
+from mobilesam_ros.modeling.checkpoint import check_state_dict
+from mobilesam_ros.modeling.sam import Sam
 
 
 def test_official_layout_key_count_and_sizes():
@@ -32,14 +32,23 @@ def test_synthetic_checkpoint_is_seeded_and_loads(tmp_path, synthetic_checkpoint
     a, b = synthetic_state_dict(3), synthetic_state_dict(3)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["mask_decoder.iou_token.weight"], synthetic_state_dict(4)["mask_decoder.iou_token.weight"])
-    load_sam(synthetic_checkpoint)
+    sam = load_sam(synthetic_checkpoint)
+    _assert_holds(sam, synthetic_state_dict(0))  # conftest writes seed 0
+
+
+def _assert_holds(sam, state: dict) -> None:
+    """Every tensor of ``state`` is in ``sam``, unchanged."""
+    loaded = sam.state_dict()
+    assert set(state) <= set(loaded)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
 @pytest.mark.parametrize("wrapper", ["model", "state_dict"])
 def test_wrapped_state_dict_is_accepted(tmp_path, wrapper):
     path = tmp_path / "wrapped.pt"
-    torch.save({wrapper: synthetic_state_dict(1), "epoch": 3}, path)
-    load_sam(path)
+    state = synthetic_state_dict(1)
+    torch.save({wrapper: state, "epoch": 3}, path)
+    _assert_holds(load_sam(path), state)
 
 
 def test_truncated_file_is_refused(tmp_path, synthetic_checkpoint):

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mobilesam_ros.cli import main  # noqa: E402
-from mobilesam_ros.live.depth import objects_from_depth  # noqa: E402
+from mobilesam_ros.cli import main
+from mobilesam_ros.live.depth import objects_from_depth
 
 INTRINSICS = "700,700,384,385"
 W, H = 769, 770  # picture1.jpg

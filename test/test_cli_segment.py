@@ -13,7 +13,7 @@ from parity import expected_masks, mask_ious
 
 pytest.importorskip("torch")
 
-from mobilesam_ros.cli import main  # noqa: E402
+from mobilesam_ros.cli import main
 
 
 @pytest.fixture(scope="module")

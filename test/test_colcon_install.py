@@ -26,12 +26,12 @@ if not INSTALL:
                 allow_module_level=True)
 rclpy = pytest.importorskip("rclpy")
 
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image
 
-from ros_harness import Client, image_msg  # noqa: E402
+from ros_harness import Client, domain_for, image_msg
 
 PREFIX = Path(INSTALL).resolve() / "mobilesam_ros"
-DOMAIN = 200 + os.getpid() % 30
+DOMAIN = domain_for(__name__)
 
 
 def test_cli_on_path_and_package_found_through_the_ament_index(tmp_path):

@@ -15,36 +15,17 @@ built from the tensors shipped in the package (``mobilesam-ros synthetic-checkpo
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
-from mobilesam_ros.live.depth import objects_from_depth  # noqa: E402
+from mobilesam_ros.live.depth import objects_from_depth
 
 FX = 525.0
 FRAMES = 6
 TOLERANCE_M = 0.03
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory) -> Path:
-    """The toy-world checkpoint: MOBILESAM_TOY_CHECKPOINT, or built from the shipped tensors."""
-    given = os.environ.get("MOBILESAM_TOY_CHECKPOINT")
-    if given:
-        if not Path(given).is_file():
-            pytest.fail(f"MOBILESAM_TOY_CHECKPOINT={given} does not exist")
-        return Path(given)
-    from mobilesam_ros.toy.model import SHIPPED, write_toy_checkpoint
-
-    if not SHIPPED.is_file():
-        pytest.skip(f"the toy-world model is not available: {SHIPPED} is missing (set MOBILESAM_TOY_CHECKPOINT "
-                    "to a toy-world checkpoint to run this proof)")
-    return write_toy_checkpoint(tmp_path_factory.mktemp("toy") / "toy_world.pt")
 
 
 def render_depth(masks: np.ndarray, rng: np.random.Generator, K: np.ndarray):
@@ -108,6 +89,10 @@ def test_toy_world_objects_at_known_depth_within_3_cm(toy_checkpoint):
             assert error <= TOLERANCE_M, (frame, i, mask_iou, obj.centroid, true.centroid)
             # the depth the shape was placed at (its plane's depth at the mask's mean column)
             assert abs(obj.median_depth - placed[i]) <= TOLERANCE_M, (frame, i, obj.median_depth, placed[i])
-    assert len(errors) >= 2 * FRAMES, f"only {len(errors)} objects with a mask on the object"
+    # measured: 19 objects with a mask on their object, centroid error mean 2.1 mm, max
+    # 4.7 mm; floors: one object fewer (a mask IoU near MASK_ON_OBJECT may fall either
+    # side on another machine's floats), mean within 3 mm
+    assert len(errors) >= 18, f"only {len(errors)} objects with a mask on the object"
+    assert np.mean(errors) <= 0.003, np.mean(errors)
     print(f"toy-world RGB-D: {len(errors)} objects, centroid error mean {1000 * np.mean(errors):.1f} mm, "
           f"max {1000 * np.max(errors):.1f} mm")

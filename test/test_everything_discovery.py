@@ -13,9 +13,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from mobilesam_ros.everything.discovery import ObjectDiscovery, decode_yolo, letterbox  # noqa: E402
+from mobilesam_ros.everything.discovery import ObjectDiscovery, decode_yolo, letterbox
 
 
 def head_from_boxes(boxes_xyxy, class_scores, num_mask_coeffs=0, coeff_value=5.0, anchors=84) -> np.ndarray:

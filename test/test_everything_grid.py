@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from parity import expected_masks, mask_ious
-
 from mobilesam_ros.everything.grid import box_prompt_arrays, build_point_grid, grid_points, point_prompt_arrays
 from mobilesam_ros.everything.hierarchical import CoverageMap, dense_points
 from mobilesam_ros.predictor import Prompt, prompt_points
 from mobilesam_ros.runtime.base import Runtime
+
+from parity import expected_masks, mask_ious
 
 H, W = 770, 769  # picture1.jpg
 

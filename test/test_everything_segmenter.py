@@ -9,15 +9,15 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-
-from parity import expected_masks, mask_ious
 from test_everything_discovery import head_from_boxes, make_detector
 from test_everything_grid import CachingRuntime
 
+from parity import expected_masks, mask_ious
+
 pytest.importorskip("torch")
 
-from mobilesam_ros.everything import EverythingConfig, EverythingSegmenter, ObjectDiscovery  # noqa: E402
-from mobilesam_ros.everything import masks as mk  # noqa: E402
+from mobilesam_ros.everything import EverythingConfig, EverythingSegmenter, ObjectDiscovery
+from mobilesam_ros.everything import masks as mk
 
 H, W = 770, 769
 

@@ -12,16 +12,16 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from mobilesam_ros.export import (  # noqa: E402
+from mobilesam_ros.export import (
     ExportError,
     FastSamDecoder,
     export_model,
     validate_export,
     validation_prompts,
 )
-from mobilesam_ros.modeling import SamDecoder, load_sam  # noqa: E402
-from mobilesam_ros.weights import sha256_file  # noqa: E402
-from mobilesam_ros.runtime.base import DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES  # noqa: E402
+from mobilesam_ros.modeling import SamDecoder, load_sam
+from mobilesam_ros.runtime.base import DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES
+from mobilesam_ros.weights import sha256_file
 
 
 @pytest.fixture(scope="module")

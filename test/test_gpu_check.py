@@ -4,7 +4,6 @@ machine is lent: the same code paths, small settings, a real gpu_check.json."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -36,9 +35,14 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     # fp32 reproduces the reference outputs; bf16 is measured against fp32
     assert agreement["fp32_vs_reference_max_logit_diff"] <= 1e-3
     assert agreement["fp32_vs_reference_embedding_max_diff"] <= 1e-3
+    # bf16 autocast against fp32 on the parity fixture's 4 cases (10 masks). Measured on a
+    # 2-core AMD EPYC (Zen 5, AVX-512 bf16): mask IoU min 0.970, mean 0.982, max |logit
+    # diff| 0.20 (an Intel Xeon gave mean 0.98 too); floors: 0.03 below on the IoUs
+    # (other CPUs round bf16 in other kernels), the logit difference within 0.5
     bf16 = agreement["bf16"]
-    assert math.isfinite(bf16["max_logit_diff_vs_fp32"]) and 0.0 <= bf16["mask_iou_vs_fp32_min"] <= 1.0
-    assert bf16["masks"] >= 3
+    assert bf16["masks"] == 10
+    assert bf16["mask_iou_vs_fp32_min"] >= 0.94 and bf16["mask_iou_vs_fp32_mean"] >= 0.95, bf16
+    assert 0.0 < bf16["max_logit_diff_vs_fp32"] <= 0.5, bf16  # > 0: bf16 really ran
 
 
 def test_gpu_check_without_cuda_is_a_clear_error(tmp_path):

@@ -16,6 +16,7 @@ from mobilesam_ros.live.segmenter import StreamSegmenter, StreamWorker
 from mobilesam_ros.live.stats import NodeStats, ThrottledLog
 from mobilesam_ros.live.tracking import TrackingConfig
 from mobilesam_ros.predictor import SamPredictor
+
 from test_stream import FakeRuntime, _image
 
 BASE = validate({"model": "m.pt"}, check_files=False)

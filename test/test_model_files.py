@@ -11,8 +11,8 @@ from mobilesam_ros.cli import main
 
 torch = pytest.importorskip("torch")
 
-from mobilesam_ros.errors import CheckpointError  # noqa: E402
-from mobilesam_ros.modeling import load_sam  # noqa: E402
+from mobilesam_ros.errors import CheckpointError
+from mobilesam_ros.modeling import load_sam
 
 
 def _error(path) -> str:

@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("sensor_msgs.msg")
 pytest.importorskip("visualization_msgs.msg")
 
-from sensor_msgs.msg import CameraInfo, PointCloud2, PointField  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.live.depth import DepthError, objects_from_depth  # noqa: E402
-from mobilesam_ros.ros.objects3d import (  # noqa: E402
+from mobilesam_ros.live.depth import DepthError, objects_from_depth
+from mobilesam_ros.ros.objects3d import (
     POINT_DTYPE,
     camera_info_intrinsics,
     detections_3d_msg,

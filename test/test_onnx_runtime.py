@@ -14,8 +14,8 @@ from parity import EMBEDDING_ATOL, IMAGES, check_case, expected_masks, load_case
 
 ort = pytest.importorskip("onnxruntime")
 
-from mobilesam_ros.runtime import RuntimeUnavailable, create_runtime  # noqa: E402
-from mobilesam_ros.runtime.onnx_backend import (  # noqa: E402
+from mobilesam_ros.runtime import RuntimeUnavailable, create_runtime
+from mobilesam_ros.runtime.onnx_backend import (
     CPU_EP,
     CUDA_EP,
     TRT_EP,

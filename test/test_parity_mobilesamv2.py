@@ -17,12 +17,12 @@ from parity import IMAGES, check_case, expected_masks, load_cases, mask_ious, ru
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from mobilesam_ros.cli import main  # noqa: E402
-from mobilesam_ros.commands._common import load_image  # noqa: E402
-from mobilesam_ros.errors import CheckpointError  # noqa: E402
-from mobilesam_ros.modeling import load_sam  # noqa: E402
-from mobilesam_ros.predictor import SamPredictor  # noqa: E402
-from mobilesam_ros.runtime import create_runtime  # noqa: E402
+from mobilesam_ros.cli import main
+from mobilesam_ros.commands._common import load_image
+from mobilesam_ros.errors import CheckpointError
+from mobilesam_ros.modeling import load_sam
+from mobilesam_ros.predictor import SamPredictor
+from mobilesam_ros.runtime import create_runtime
 
 DECODER = "Prompt_guided_Mask_Decoder.pt"
 

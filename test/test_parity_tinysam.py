@@ -9,17 +9,17 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import export_decoder_beside
+
 from parity import IMAGES, check_case, expected_masks, load_cases, mask_ious, run_case
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from mobilesam_ros.cli import main  # noqa: E402
-from mobilesam_ros.commands._common import load_image  # noqa: E402
-from mobilesam_ros.predictor import Prompt, SamPredictor, output_tokens, select_best  # noqa: E402
-from mobilesam_ros.runtime import create_runtime  # noqa: E402
+from mobilesam_ros.cli import main
+from mobilesam_ros.commands._common import load_image
+from mobilesam_ros.predictor import Prompt, SamPredictor, output_tokens, select_best
+from mobilesam_ros.runtime import create_runtime
 
 
 @pytest.fixture(scope="module")

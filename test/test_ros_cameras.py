@@ -16,14 +16,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PointStamped  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_srvs.srv import SetBool  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import Image
+from std_srvs.srv import SetBool
 
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 
-DOMAIN = 90 + os.getpid() % 10  # 90..99: a range no other ROS test module uses
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 FAST, SLOW = 20.0, 5.0  # Hz: the fast camera always has a frame waiting, whatever the machine

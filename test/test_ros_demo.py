@@ -11,7 +11,9 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_harness import REPO, ros_environment  # noqa: E402
+from ros_harness import REPO, domain_for, ros_environment
+
+DOMAIN = domain_for(__name__)
 
 
 def test_demo_streams_images_and_writes_overlays(synthetic_checkpoint, tmp_path):
@@ -21,7 +23,7 @@ def test_demo_streams_images_and_writes_overlays(synthetic_checkpoint, tmp_path)
     for i in range(3):
         cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     out = tmp_path / "demo"
-    env = ros_environment(30 + (hash(str(tmp_path)) % 60))
+    env = ros_environment(DOMAIN)
     result = subprocess.run(
         [sys.executable, "-m", "mobilesam_ros.cli", "demo", "--images", str(images), "--model",
          str(synthetic_checkpoint), "--duration", "3", "--fps", "5", "--out", str(out)],
@@ -78,7 +80,7 @@ def test_demo_clicks_the_disk_on_a_frame_the_node_encoded_and_follows_it(exporte
     # without the toy model: the exported random-weight model (ONNX Runtime starts fastest)
     model, backend = (write_toy_checkpoint(tmp_path / "toy.pt"), "torch") if toy else (exported_model, "onnxruntime")
     out = tmp_path / "demo"
-    env = ros_environment(30 + (hash(str(tmp_path)) % 60))
+    env = ros_environment(DOMAIN)
     result = subprocess.run(
         [sys.executable, "-m", "mobilesam_ros.cli", "demo", "--model", str(model), "--backend", backend, "--size", "320x240",
          "--duration", "12", "--fps", "5", "--out", str(out)],
@@ -92,8 +94,14 @@ def test_demo_clicks_the_disk_on_a_frame_the_node_encoded_and_follows_it(exporte
     assert "clicked the disk" in text
     if toy:
         followed = summary["followed"]
-        assert followed["ids_on_disk"] == [1], followed
-        # one id on the disk in (nearly) every frame; the toy model's masks are coarse
-        # (README: box IoU ~0.56 on held-out scenes), so the overlap floor is what it gives
-        assert followed["frames_with_the_disk"] >= 0.5 * followed["frames"], followed
-        assert followed["mean_iou_with_disk"] >= 0.4, followed
+        assert followed["ids_on_disk"] == [1] and followed["id"] == 1, followed
+        # the scene is paced by the node (the disk moves <= 12 px per processed frame): the
+        # clicked disk is followed in >= 90 % of the frames processed after the click, and
+        # the IoU over all of them (0 where it was not followed) is >= 0.8. Measured on the
+        # loaded 2-core CPU (torch backend, ~6 frames after the click): followed 6 of 6,
+        # mean IoU 0.871 (per frame 0.97 0.94 0.92 0.90 0.69 0.81); floors: the issue's
+        # goal, 0.07 below the measured IoU (before issue 20: 0.5 and 0.4)
+        assert followed["frames"] >= 1, followed
+        assert followed["frames_followed"] >= 0.9 * followed["frames"], followed
+        assert followed["mean_iou_with_disk"] >= 0.8, followed
+        assert f"followed (#1, IoU >= 0.5) in {followed['frames_followed']} of them" in text

@@ -11,8 +11,6 @@ that frame with the library function.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -22,17 +20,18 @@ rclpy = pytest.importorskip("rclpy")
 
 vision_msgs_build.require_module()
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Empty  # noqa: E402
-from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray, ObjectHypothesisWithPose  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Empty
+from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray, ObjectHypothesisWithPose
+from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.live.depth import objects_from_depth  # noqa: E402
-from mobilesam_ros.ros.objects3d import POINT_DTYPE  # noqa: E402
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from mobilesam_ros.live.depth import objects_from_depth
+from mobilesam_ros.ros.objects3d import POINT_DTYPE
 
-DOMAIN = 200 + os.getpid() % 30
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
+
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 H, W = 240, 320
 K = np.array([[280.0, 0, 159.5], [0, 280.0, 119.5], [0, 0, 1]])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import array
 import importlib.util
 import math
-import os
 import subprocess
 import sys
 
@@ -21,14 +20,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import Point, PointStamped  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Empty  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PointStamped
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Empty
 
-from ros_harness import REPO, Client, NodeProcess, image_msg, ros_environment, stamps  # noqa: E402
+from ros_harness import REPO, Client, NodeProcess, domain_for, image_msg, ros_environment, stamps
 
-DOMAIN = 40 + os.getpid() % 50
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 RNG = np.random.default_rng(0)
 FRAME = RNG.integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -140,7 +139,14 @@ def test_click_and_clear(node, io, client):
     assert not np.frombuffer(io["labels"][-1].data, np.uint16).any()  # cleared: nothing segmented
 
 
+def _counters(io, *keys):
+    return tuple(_counter(io, key) for key in keys)
+
+
 def test_burst_keeps_only_the_newest_frame(node, io, client):
+    keys = ("frames_received", "frames_processed", "frames_dropped")
+    assert client.wait_until(lambda: None not in _counters(io, *keys), 10)
+    received0, processed0, dropped0 = _counters(io, *keys)
     for sec in range(200, 215):
         io["image"].publish(image_msg(FRAME, "rgb8", sec))
         client.spin_for(0.01)
@@ -148,7 +154,15 @@ def test_burst_keeps_only_the_newest_frame(node, io, client):
     burst = sorted({s for s in stamps(io["labels"]) if 200 <= s < 215})
     assert burst[-1] == 214
     assert len(burst) <= 6, burst  # ~1-3 s per encode: most of the 15 frames were skipped, not queued
-    assert client.wait_until(lambda: (_counter(io, "frames_dropped") or 0) > 0 or len(burst) < 15, 5)
+
+    # every frame of the burst that arrived was either processed or counted as dropped
+    def settled():
+        received, processed, dropped = _counters(io, *keys)
+        return processed - processed0 == len(burst) and received - received0 == len(burst) + dropped - dropped0
+
+    assert client.wait_until(settled, 10), (_counters(io, *keys), (received0, processed0, dropped0), burst)
+    received, _, dropped = _counters(io, *keys)
+    assert dropped - dropped0 >= 1 and received - received0 > len(burst)
 
 
 ENCODINGS = [

@@ -5,7 +5,6 @@ is invalid"), and the process exits 0."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np
@@ -13,11 +12,11 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image
 
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 
-DOMAIN = 150 + os.getpid() % 50
+DOMAIN = domain_for(__name__)
 FRAME = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
 
 

@@ -13,8 +13,6 @@ test waits for its answer before the next one.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -24,13 +22,13 @@ rclpy = pytest.importorskip("rclpy")
 
 vision_msgs_build.require_module()
 
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import UInt16  # noqa: E402
-from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose  # noqa: E402
+from sensor_msgs.msg import Image
+from std_msgs.msg import UInt16
+from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 
-DOMAIN = 200 + os.getpid() % 30
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 H, W = 240, 320
 FRAMES = 30
@@ -119,9 +117,18 @@ def test_detector_boxes_keep_three_constant_ids_and_remove_ends_one(node, client
     assert all(len(v) == 1 for v in ids_of.values()), ids_of  # constant over the whole stream
     ids = {obj: int(next(iter(v))) for obj, v in ids_of.items()}
     assert sorted(ids.values()) == [1, 2, 3]
-    # ~/labels carries the same ids
+    # ~/labels carries the same ids: the last frame's label image holds track ids only (not
+    # indices 0..2), each object's pixels inside the box its detection reports for its mask
     last = labels[-1]
-    assert set(np.unique(np.frombuffer(last.data, np.uint16))) <= {0, 1, 2, 3}
+    label_image = np.frombuffer(last.data, np.uint16).reshape(last.height, last.width)
+    present = set(np.unique(label_image).tolist()) - {0}
+    assert present and present <= set(ids.values()), (present, ids)
+    final = {int(d.id): d for d in detections[-1].detections}
+    for track_id in present:
+        ys, xs = np.nonzero(label_image == track_id)
+        box = final[track_id].bbox
+        cx, cy, hw, hh = box.center.position.x, box.center.position.y, box.size_x / 2, box.size_y / 2
+        assert cx - hw <= xs.min() and xs.max() + 1 <= cx + hw and cy - hh <= ys.min() and ys.max() + 1 <= cy + hh
     assert "ended" not in node.log()
 
     # remove object 0's track: the latest frame is published again without it

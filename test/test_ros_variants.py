@@ -4,21 +4,19 @@ checkpoint)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("torch")
 
-from geometry_msgs.msg import PointStamped  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import Image
 
-from parity import expected_masks, load_cases, mask_ious  # noqa: E402
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from parity import expected_masks, load_cases, mask_ious
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 
-DOMAIN = int(os.environ.get("ROS_DOMAIN_ID") or 40 + (os.getpid() + 17) % 50)
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 
 

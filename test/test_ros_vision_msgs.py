@@ -10,7 +10,6 @@ layout; in CI a missing build fails.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ rclpy = pytest.importorskip("rclpy")
 
 vision_msgs_build.require_module()
 
-from sensor_msgs.msg import Image  # noqa: E402
-from vision_msgs.msg import (  # noqa: E402
+from sensor_msgs.msg import Image
+from vision_msgs.msg import (
     BoundingBox2D,
     Detection2D,
     Detection2DArray,
@@ -35,9 +34,9 @@ from vision_msgs.msg import (  # noqa: E402
     VisionClass,
 )
 
-from ros_harness import Client, NodeProcess, image_msg, ros_environment  # noqa: E402
+from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 
-DOMAIN = 100 + os.getpid() % 50
+DOMAIN = domain_for(__name__)
 NS = "/mobilesam"
 FRAME = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
 
@@ -120,10 +119,19 @@ def test_box_prompts_in_detections_out_with_the_frame_header(node, client):
     assert out.header.frame_id == "cam"
     assert [d.id for d in out.detections] == ["1", "2"]
     assert [d.results[0].hypothesis.class_id for d in out.detections] == ["cup", "bottle"]
+    # the frame's own labels (no prompt yet), then the prompt's: topics may arrive in any order
+    assert client.wait_until(lambda: len([m for m in labels if m.header.stamp.sec == 7]) >= 2, 10)
+    lab = [m for m in labels if m.header.stamp.sec == 7][-1]
+    label_image = np.frombuffer(lab.data, np.uint16).reshape(lab.height, lab.width)
+    assert set(np.unique(label_image)) <= {0, 1, 2}  # that frame's labels: those two objects only
     for det in out.detections:
         assert det.header.stamp.sec == 7
         assert math.isfinite(det.results[0].hypothesis.score)
-        assert det.bbox.size_x >= 0 and det.bbox.size_y >= 0
-    # the label image of that frame holds at most those two objects
-    lab = [m for m in labels if m.header.stamp.sec == 7][-1]
-    assert int(np.frombuffer(lab.data, np.uint16).max()) <= 2
+        # bbox = the object's mask box: it holds every pixel the label image gives the object
+        # (a later object may paint over part of it, so the labelled pixels may be fewer)
+        ys, xs = np.nonzero(label_image == int(det.id))
+        assert len(xs) > 0, (det.id, det.bbox, np.unique(label_image, return_counts=True))  # both kept pixels
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        half_w, half_h = det.bbox.size_x / 2, det.bbox.size_y / 2
+        assert cx - half_w <= xs.min() and xs.max() + 1 <= cx + half_w, (det.id, det.bbox, xs.min(), xs.max())
+        assert cy - half_h <= ys.min() and ys.max() + 1 <= cy + half_h, (det.id, det.bbox, ys.min(), ys.max())

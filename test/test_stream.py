@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.live.frames import FrameError, FrameSlot
+from mobilesam_ros.live.prompts import PromptState
+from mobilesam_ros.live.segmenter import StreamSegmenter, StreamWorker
 from mobilesam_ros.live.stats import NodeStats, ThrottledLog
 from mobilesam_ros.predictor import SamPredictor
-from mobilesam_ros.live.prompts import PromptState
 from mobilesam_ros.runtime.base import DecoderOutput, Runtime
-from mobilesam_ros.live.segmenter import StreamSegmenter, StreamWorker
 
 H, W = 120, 160
 

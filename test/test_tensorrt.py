@@ -15,8 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from mobilesam_ros.runtime import RuntimeUnavailable, create_runtime
-from mobilesam_ros.runtime import tensorrt_backend, tensorrt_build
+from mobilesam_ros.runtime import RuntimeUnavailable, create_runtime, tensorrt_backend, tensorrt_build
 from mobilesam_ros.runtime.tensorrt_build import (
     BuildOptions,
     GpuInfo,

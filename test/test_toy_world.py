@@ -78,17 +78,20 @@ def test_toy_model_segments_held_out_scenes(toy_checkpoint):
 
     predictor = SamPredictor(create_runtime(str(toy_checkpoint), backend="torch"))
     scores = evaluate(predictor, [eval_scene(i) for i in range(4)]).summary()
-    assert scores["objects"] >= 8
+    print("toy 4-scene check:", scores)
+    assert scores["objects"] == 10  # the four seeded scenes hold ten objects
     assert scores["box_iou"] >= BOX_IOU_FLOOR, scores
     assert scores["point_iou"] >= POINT_IOU_FLOOR, scores
-    assert scores["iou_head_pearson_r"] >= 0.4, scores
+    assert scores["iou_head_pearson_r"] >= PEARSON_R_FLOOR, scores
 
 
-# floors for the 4-scene check: measured on these scenes box 0.953, point 0.947, r 0.59
-# (untrained: ~0.02), less a margin for float differences between machines; the full
-# evaluation is in the README (box 0.90, point 0.85 on 40 scenes)
-BOX_IOU_FLOOR = 0.85
-POINT_IOU_FLOOR = 0.8
+# floors for the 4-scene check: measured on these scenes box 0.953, point 0.947, r 0.593
+# (AMD EPYC and Intel Xeon alike; untrained: ~0.02), less a margin for float differences
+# between machines and builds: 0.02 / 0.025 on the IoUs, 0.04 on the correlation (ten
+# objects: one mask's change moves r most); the full evaluation is in the README
+BOX_IOU_FLOOR = 0.93
+POINT_IOU_FLOOR = 0.92
+PEARSON_R_FLOOR = 0.55
 
 
 def test_finetune_crops_hold_the_anchor_on_the_token_grid():

@@ -11,7 +11,14 @@ import pytest
 from mobilesam_ros.live.prompts import PromptState
 from mobilesam_ros.live.segmenter import StreamSegmenter
 from mobilesam_ros.live.tracking import (
-    TRACK_ID_MAX, IdAllocator, LowRes, Tracker, TrackingConfig, box_iou, greedy_match, mask_iou,
+    TRACK_ID_MAX,
+    IdAllocator,
+    LowRes,
+    Tracker,
+    TrackingConfig,
+    box_iou,
+    greedy_match,
+    mask_iou,
 )
 from mobilesam_ros.predictor import Prompt, SamPredictor
 
@@ -212,7 +219,10 @@ def test_two_tracks_on_one_mask_the_one_nearer_its_prediction_keeps_it():
 def test_point_object_keeps_its_id_when_prompted_on_itself_and_is_replaced_elsewhere():
     tr = tracker()
     tr._geom((H, W))
-    pt = lambda x, y: Prompt(points=np.array([[x, y]], np.float32), labels=np.array([1]))  # noqa: E731
+
+    def pt(x, y):
+        return Prompt(points=np.array([[x, y]], np.float32), labels=np.array([1]))
+
     tr.point_object(1, pt(200, 200))
     step(tr, 1, lambda tid, p: disk_logits((200, 200, 40)))
     tr.point_object(2, pt(210, 190))  # on the object: a re-prompt

@@ -59,5 +59,4 @@ def test_objects_keep_their_ids_and_the_hidden_one_is_reacquired(scene, scene_ru
     assert any(f"track {report.ids[OCCLUDED]} re-acquired" in e for e in report.events), report.events
     # every object decoded in one batched decoder call per frame (two on the first: the
     # single-point object takes the multimask output)
-    if isinstance(scene_runtime, TruthRuntime):
-        assert report.decode_calls[0] == 2 and max(report.decode_calls[1:]) == 1
+    assert report.decode_calls[0] == 2 and max(report.decode_calls[1:]) == 1

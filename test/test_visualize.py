@@ -40,3 +40,21 @@ def test_overlay_draws_without_changing_the_input():
     assert (out != 100).any()
     empty = draw_overlay(image, np.zeros((0, 40, 60), bool))
     assert (empty == image).all()
+
+
+def test_overlay_colour_contrasts_with_the_object_and_the_label_sits_on_its_mask():
+    from mobilesam_ros.visualize import contrasting_colour, instance_colour
+
+    red = (220, 40, 40)
+    assert instance_colour(0)[0] > 200 and instance_colour(0)[1] < 100  # id 0's own colour is red
+    chosen = contrasting_colour(0, red)
+    assert np.linalg.norm(np.subtract(chosen, red)) > np.linalg.norm(np.subtract(instance_colour(0), red))
+    assert contrasting_colour(0, (40, 200, 200)) == instance_colour(0)  # on cyan, red stands out: kept
+    image = np.full((240, 320, 3), 90, np.uint8)
+    yy, xx = np.mgrid[0:240, 0:320]
+    disk = (xx - 230) ** 2 + (yy - 160) ** 2 <= 50 ** 2
+    image[disk] = red
+    out = draw_overlay(image, disk[None], scores=np.array([0.97]), ids=[7])
+    white = (out == 255).all(axis=2)  # the label's text
+    ys, xs = np.nonzero(white)
+    assert len(ys) and disk[ys, xs].mean() > 0.9  # the label is printed on the disk, not at its box corner

@@ -108,10 +108,8 @@ def unavailable_reason() -> str:
 
 def require_module() -> None:
     """For a test module that needs the real vision_msgs types: activate our build (or
-    use a ROS install's own package); otherwise skip the module with the reason, or, in
-    CI, which builds them, fail it."""
-    import os
-
+    use a ROS install's own package); otherwise skip the module with the reason (in CI,
+    which builds them, a failure: ci_skips.py)."""
     import pytest
 
     if activate() is not None:
@@ -119,6 +117,4 @@ def require_module() -> None:
     try:
         import vision_msgs.msg  # noqa: F401  (a ROS install's own package)
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"real vision_msgs required in CI: {unavailable_reason()}", pytrace=False)
         pytest.skip(unavailable_reason(), allow_module_level=True)

@@ -113,7 +113,7 @@ class InputBag:
                 item = next(iterator)
             except StopIteration:
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - rosbags raises many types for a damaged file
                 raise BagError(f"{self.path} is corrupt or truncated: {_first_line(exc)}") from None
             yield item
 
@@ -154,7 +154,7 @@ class OutputBag:
         self.writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
         try:
             self.writer.open()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any writer failure is one clear error
             raise BagError(f"cannot write {self.path}: {_first_line(exc)}") from None
         self.counts: Counter[str] = Counter()
         self._topics: dict[int, str] = {}

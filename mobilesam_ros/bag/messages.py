@@ -67,8 +67,8 @@ def bag_typestore(connections) -> Any:
     """A typestore for reading ``connections``: the definitions the bag embeds, and
     :func:`default_typestore` for every type it does not (rosbag2 sqlite3 files
     before Iron carry none)."""
-    from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
     from rosbags.interfaces import MessageDefinitionFormat
+    from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
     embedded: dict = {}
     for conn in connections:

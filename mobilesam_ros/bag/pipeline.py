@@ -28,8 +28,8 @@ import numpy as np
 from ..live.frames import FrameError
 from ..live.prompts import PromptState
 from ..live.segmenter import SegmentationResult, StreamSegmenter
-from ..visualize import draw_overlay
 from ..ros.conversions import compressed_msg_to_rgb, detections_to_boxes, header_key, image_msg_to_rgb
+from ..visualize import draw_overlay
 from .coco import CocoWriter
 from .io import BagError, InputBag, OutputBag
 from .messages import CAMERA_INFO, COMPRESSED_IMAGE, DETECTION_2D_ARRAY, IMAGE, OutputMessages, cdr_stamp, default_typestore
@@ -119,7 +119,8 @@ class BagSummary:
         ]
         if self.segmented:
             out.append(
-                f"{self.segmented / max(self.total_s, 1e-9):.2f} frames/s; model {1e3 * self.model_s / self.segmented:.1f} ms/frame, "
+                f"{self.segmented / max(self.total_s, 1e-9):.2f} frames/s; "
+                f"model {1e3 * self.model_s / self.segmented:.1f} ms/frame, "
                 f"reading + converting + writing {1e3 * (self.total_s - self.model_s) / self.segmented:.1f} ms/frame "
                 f"({100 * self.overhead:.1f}% over model time; CPU {1e3 * self.overhead_cpu_s / self.segmented:.1f} ms/frame)"
             )

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..commands._common import frame_size
 from ..live.depth import objects_from_depth
 from ..visualize import mask_boxes
-from ..commands._common import frame_size
 from .model import load_average
 
 

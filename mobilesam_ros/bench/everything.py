@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import load_average
 from ..everything.segmenter import EverythingConfig, EverythingSegmenter
+from .model import load_average
 
 DEFAULT_STRATEGIES = ("boxes", "grid", "hierarchical")
 
@@ -122,7 +122,8 @@ def run_everything_bench(args: Any, runtime) -> dict[str, Any]:
     n_boxes = int(_arg(args, "everything_boxes", 100))
     grid = int(_arg(args, "everything_grid", 32))
     repeat = max(1, int(_arg(args, "everything_repeat", 1)))
-    strategies = [s.strip() for s in str(_arg(args, "everything_strategies", ",".join(DEFAULT_STRATEGIES))).split(",") if s.strip()]
+    listed = str(_arg(args, "everything_strategies", ",".join(DEFAULT_STRATEGIES)))
+    strategies = [s.strip() for s in listed.split(",") if s.strip()]
     detector_path = _arg(args, "everything_detector")
     agreement = bool(_arg(args, "everything_agreement", False))
     overrides = {

@@ -14,6 +14,10 @@ runs ``python -m mobilesam_ros.bench.gpu_check`` and it
 * agreement on the parity fixture (``../shared/fixtures/parity`` from the repository
   root, or ``--fixture``): fp32 against the fixture's reference outputs, fp16 / bf16
   against fp32 (max |logit difference|, full-size mask IoU);
+* int8 (on by default with CUDA, ``--int8`` on CPU): the parity checkpoint exported
+  and quantised (``export --quantize int8``), its agreement with fp32 and its speed on
+  ONNX Runtime CPU, and, where TensorRT is installed, the int8 engine built from the
+  same QDQ graph (explicit quantisation) against the fp32 engine (``_int8_check``);
 * writes ``gpu_check.json`` into ``$OUT`` when set, else ``out/`` (or ``--out``).
 
 ``--device cpu`` runs the same code with small settings (timings in fp32 only, one
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +50,12 @@ GOAL_MS = 10.0  # the issue's goal on a Hopper-class GPU: a 720p frame, 20 boxes
 def _settings(device: str) -> dict:
     if device == "cpu":  # CI: small and quick, same code paths (bf16 autocast runs in the agreement)
         return {"precisions": ["fp32"], "agreement_precisions": ["fp32", "bf16"], "boxes": [1, 4],
-                "frame": [360, 640], "frame_boxes": 4, "warmup": 0, "repeats": 1, "fixture_images": ["picture1.jpg"]}
+                "frame": [360, 640], "frame_boxes": 4, "warmup": 0, "repeats": 1, "fixture_images": ["picture1.jpg"],
+                "int8": False, "int8_calibration_images": 2, "int8_rounds": 1, "int8_boxes": 4}
     return {"precisions": ["fp32", "fp16", "bf16"], "agreement_precisions": ["fp32", "fp16", "bf16"],
             "boxes": [1, 20, 100], "frame": [720, 1280], "frame_boxes": 20, "warmup": 3, "repeats": 10,
-            "fixture_images": ["picture1.jpg", "picture4.jpg"]}
+            "fixture_images": ["picture1.jpg", "picture4.jpg"],
+            "int8": True, "int8_calibration_images": 4, "int8_rounds": 5, "int8_boxes": 100}
 
 
 def _sync(torch, device) -> None:
@@ -260,6 +267,60 @@ def _agreement(torch, fixture: Path, device_name: str, precisions: list[str], im
     return result
 
 
+def _int8_check(fixture: Path, device: str, settings: dict, log, fp32_dir: Path | None = None,
+                int8_dir: Path | None = None) -> dict:
+    """int8 (``export --quantize int8``): the parity checkpoint exported (or ``fp32_dir``)
+    and quantised here (QDQ, output-MSE calibration on toy scenes); its agreement with
+    fp32 and its speed on ONNX Runtime CPU (this machine's CPU: another CPU measured);
+    with TensorRT installed and a GPU, the int8 engine built from the same QDQ graph
+    (explicit quantisation) against the fp32 engine, agreement and speed."""
+    try:
+        import onnx  # noqa: F401 - only checked to be importable
+        from onnxruntime import quantization  # noqa: F401 - only checked to be importable
+    except ImportError as exc:
+        return {"skipped": f"needs onnx and onnxruntime ({exc.name} is missing)"}
+    from ..quantize import QuantizeOptions, compare_parity, compare_speed, quantize_model_dir
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="int8_check_") as tmp:
+        started = time.perf_counter()
+        if fp32_dir is None:
+            from ..export import export_model
+
+            fp32_dir = Path(tmp) / "fp32"
+            export_model(fixture / "checkpoint.pt", fp32_dir, validate=False, log=lambda _m: None)
+        if int8_dir is None:  # (tests pass one quantised already)
+            int8_dir = Path(tmp) / "int8"
+            info = quantize_model_dir(fp32_dir, int8_dir,
+                                      QuantizeOptions(num_images=settings["int8_calibration_images"]), log=log)
+        else:
+            info = json.loads((Path(int8_dir) / "model.json").read_text())
+        result["quantization"] = {k: info["quantization"][k] for k in ("scheme", "calibration", "parts")}
+        result["prepare_seconds"] = round(time.perf_counter() - started, 1)
+        result["onnxruntime_cpu"] = {"agreement": compare_parity(fp32_dir, int8_dir, fixture)}
+        result["onnxruntime_cpu"]["speed"] = compare_speed(fp32_dir, int8_dir, settings["int8_rounds"], 0,
+                                                           settings["int8_boxes"], log)
+        if device != "cpu":
+            try:
+                import tensorrt  # noqa: F401 - only checked to be importable
+            except ImportError:
+                result["tensorrt"] = {"skipped": "tensorrt is not installed on this machine"}
+            else:
+                trt: dict = {}
+                result["tensorrt"] = trt
+                try:
+                    trt["agreement"] = compare_parity(fp32_dir, int8_dir, fixture, backend="tensorrt", device=device)
+                    log(f"TensorRT int8 vs fp32 (parity fixture): {trt['agreement']}")
+                    trt["speed"] = compare_speed(fp32_dir, int8_dir, settings["int8_rounds"], 0, settings["int8_boxes"],
+                                                 log, backend="tensorrt", device=device)
+                except Exception as exc:  # noqa: BLE001 - any TensorRT failure: the CPU figures above stay
+                    trt["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
+    agreement = result["onnxruntime_cpu"]["agreement"]
+    log(f"int8 vs fp32 on ONNX Runtime CPU (parity fixture): embedding cosine {agreement['embedding_cosine_min']}, "
+        f"mask IoU min {agreement['mask_iou_min']} mean {agreement['mask_iou_mean']}")
+    return result
+
+
 def _input_size(image_size) -> tuple[int, int]:
     from ..transforms import preprocess_shape
 
@@ -267,12 +328,14 @@ def _input_size(image_size) -> tuple[int, int]:
 
 
 def run_gpu_check(device: str, out_dir: Path, fixture: Path | None, compile_mode: str | None,
-                  log=print) -> dict:
+                  log=print, int8: bool | None = None) -> dict:
     import torch
 
     from ..modeling import write_synthetic_checkpoint
 
     settings = _settings("cpu" if device == "cpu" else "cuda")
+    if int8 is not None:
+        settings["int8"] = int8
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU")
@@ -286,7 +349,7 @@ def run_gpu_check(device: str, out_dir: Path, fixture: Path | None, compile_mode
             try:
                 report["precisions"][precision] = _measure_precision(torch, checkpoint, device, precision, settings,
                                                                      None, log)
-            except Exception as exc:  # one failing precision must not lose the others' figures
+            except Exception as exc:  # noqa: BLE001 - one failing precision must not lose the others' figures
                 report["errors"][precision] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 log(f"{precision}: FAILED {report['errors'][precision]}")
         if compile_mode:
@@ -296,17 +359,23 @@ def run_gpu_check(device: str, out_dir: Path, fixture: Path | None, compile_mode
                 try:
                     report["compiled"][precision] = _measure_precision(torch, checkpoint, device, precision, settings,
                                                                        compile_mode, log)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a failing compile must not lose the other figures
                     report["errors"][key] = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
                     log(f"{key}: FAILED {report['errors'][key]}")
     if fixture is not None and (fixture / "expected.npz").exists():
         try:
             report["agreement"] = _agreement(torch, fixture, device, settings["agreement_precisions"],
                                              settings["fixture_images"], log)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded in the report with the timings kept
             report["errors"]["agreement"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     else:
         report["agreement"] = {"skipped": f"no parity fixture at {fixture}"}
+    if settings["int8"] and fixture is not None and (fixture / "checkpoint.pt").exists():
+        try:
+            report["int8"] = _int8_check(fixture, device, settings, log)
+        except Exception as exc:  # noqa: BLE001 - recorded in the report with the other figures kept
+            report["errors"]["int8"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
+            log(f"int8: FAILED {report['errors']['int8']}")
     best = [row["frame"]["device_ms"]["median"] for row in report["precisions"].values()]
     if best:
         report["best_frame_device_ms"] = min(best)
@@ -325,11 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fixture", default=str(DEFAULT_FIXTURE), help=f"parity fixture (default {DEFAULT_FIXTURE})")
     p.add_argument("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune"),
                    help="also measure torch.compile in this mode (reduce-overhead replays CUDA graphs)")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="the int8 check (export --quantize int8: ONNX Runtime CPU, and TensorRT where installed); "
+                        "default: on with CUDA, off with --device cpu")
     a = p.parse_args(argv)
     out_dir = Path(a.out or os.environ.get("OUT") or REPO / "out")
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = partial(print, file=sys.stderr, flush=True)
     try:
-        report = run_gpu_check(a.device, out_dir, Path(a.fixture) if a.fixture else None, a.compile, log)
+        report = run_gpu_check(a.device, out_dir, Path(a.fixture) if a.fixture else None, a.compile, log, a.int8)
     except RuntimeError as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
         return 2

@@ -397,6 +397,221 @@ def _best(masks: np.ndarray, boxes: np.ndarray, truth: np.ndarray, truth_box: np
     return best
 
 
+# --- the toy-world model on toy-world sequences ----------------------------------------------------------
+class CachedEncoder(Runtime):
+    """A runtime whose encoder results are kept on disk, keyed by the hash of the encoder
+    input (the same frame is encoded once across runs: the benchmark's scenes are
+    seeded, so re-running it, or trying tracker settings, costs only the decoder)."""
+
+    def __init__(self, runtime: Runtime, folder: str | Path | None) -> None:
+        self.inner = runtime
+        self.folder = Path(folder) if folder else None
+        self.name = runtime.name
+        self.num_mask_outputs = runtime.num_mask_outputs
+        self.variant = getattr(runtime, "variant", "mobilesam")
+        self.decode_calls = 0
+        self.encoded = 0
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        path = None
+        if self.folder is not None:
+            path = self.folder / (hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:20] + ".npy")
+            if path.is_file():
+                return np.load(path)
+        out = self.inner.encode(image)
+        self.encoded += 1
+        if path is not None:
+            np.save(path, out)
+        return out
+
+    def decode(self, *args) -> DecoderOutput:
+        self.decode_calls += 1
+        return self.inner.decode(*args)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def toy_scenarios(width: int = 640, height: int = 480, frames: int = 40, seed: int = 0) -> dict:
+    """The benchmark's toy-world sequences (``mobilesam_ros.toy.scenes.Sequence``), by name.
+    Every object is prompted on frame 0 (one interior point, the point object for the
+    first, added objects for the others); they bounce off the image borders (so they
+    change direction)."""
+    from ..toy.scenes import Mover, Sequence, background, random_mover
+
+    sx = width / 640
+    out = {}
+
+    def seq(name, movers, style="gradient", seed_=seed):
+        movers[0].prompt = "point"
+        out[name] = Sequence(width, height, frames, movers, style, seed_, name)
+
+    rng = np.random.default_rng(seed)
+    bg = background(np.random.default_rng(seed), width, height, "gradient")
+
+    def apart(specs):
+        """Random movers (size, speed, kind) that do not overlap on frame 0 (each is clicked there)."""
+        movers = []
+        for size, speed, kind in specs:
+            for _ in range(200):
+                m = random_mover(rng, width, height, size, speed, bg, kind)
+                if all(math.dist(m.start, o.start) > (m.size + o.size) / 2 + 10 for o in movers):
+                    break
+            movers.append(m)
+        return movers
+    # one clicked disk, 30 px per frame, bouncing
+    seq("disk-30px", [Mover("disk", 90 * sx, (220, 40, 40), (150 * sx, 170 * sx), (30 * sx, 11 * sx))])
+    # three objects at 5, 20 and 40 px per frame
+    seq("speeds-5-20-40", apart([(s * sx, v * sx, k) for s, v, k in
+                                 ((80, 5, "rectangle"), (90, 20, "disk"), (100, 40, "triangle"))]))
+    # two objects crossing paths (the second in front), a third passing behind a static wall
+    seq("crossing", [Mover("disk", 90 * sx, (230, 60, 40), (120 * sx, 240 * sx), (22 * sx, 0.0)),
+                     Mover("rectangle", 100 * sx, (40, 70, 230), (520 * sx, 200 * sx), (-20 * sx, 3 * sx),
+                           aspect=0.7)])
+    # a disk passing fully behind a static wall (hidden for several frames), then out again
+    wall = Mover("rectangle", 150 * sx, (40, 180, 70), (320 * sx, 240 * sx), aspect=1.2)
+    seq("occlusion", [Mover("disk", 80 * sx, (220, 40, 40), (60 * sx, 240 * sx), (25 * sx, 0.0),
+                            path=lambda t: ((60 + 25 * t) * sx, 240 * sx)), wall])
+    # sizes 20 to 180 px, 10-15 px per frame
+    seq("sizes-20-180", apart([(s * sx, v * sx, k) for s, v, k in
+                               ((180, 10, "ellipse"), (20, 12, "disk"), (45, 15, "rectangle"), (100, 10, "polygon"))]))
+    # five objects on blotches, 8-25 px per frame
+    seq("five-objects", apart([(float(rng.uniform(60, 130)) * sx, float(rng.uniform(8, 25)) * sx, None)
+                               for _ in range(5)]), "blotches")
+    # textured backgrounds: stripes (never seen by the toy model in training)
+    seq("textured-stripes", apart([(s * sx, v * sx, k) for s, v, k in ((100, 20, "disk"), (120, 12, "rectangle"))]),
+        "stripes", seed + 7)
+    return out
+
+
+@dataclass
+class ToyReport:
+    """How well one sequence was followed (per object and over all)."""
+
+    name: str
+    objects: list[dict]
+    tracking_cpu_ms: list[float]
+    decode_calls: list[int]
+    processed: list[int]
+    events: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        obj = self.objects
+        vis = sum(o["visible_frames"] for o in obj)
+        return {
+            "scenario": self.name,
+            "objects": len(obj),
+            "frames_processed": len(self.processed),
+            "visible_frames": vis,
+            "followed": round(sum(o["followed"] for o in obj) / max(1, vis), 3),
+            "iou_ge_0.8": round(sum(o["iou_ge_0.8"] for o in obj) / max(1, vis), 3),
+            "mean_iou": round(float(np.mean([v for o in obj for v in o["ious"]])) if vis else 0.0, 3),
+            "id_switches": sum(o["id_switches"] for o in obj),
+            "taken_by_another": sum(o["taken"] for o in obj),
+            "reacquired": [o["reacquired"] for o in obj if o["reacquired"] is not None],
+            "tracking_cpu_ms_median": round(float(np.median(self.tracking_cpu_ms or [0])), 3),
+            "decoder_calls_per_frame_max": max(self.decode_calls[1:] or [0]),
+        }
+
+
+def run_toy(scene, runtime: Runtime, tracking: TrackingConfig | None = None, step: int = 1,
+            fps: float = 30.0, on_frame: Callable | None = None) -> ToyReport:
+    """Prompt every shape on frame 0 and segment every ``step``-th frame (``step`` > 1: a
+    node slower than the camera, frames stamped at ``fps``) through the real
+    StreamSegmenter + Tracker; score each object on the frames where >= 90 % of it is
+    visible: followed (its own id's mask has IoU >= 0.5 with it), IoU (0 when not
+    followed), id switches (another id's mask is the best match), taken (its id's mask
+    lies on another object)."""
+    predictor = SamPredictor(runtime, cache_size=2)
+    prompts = PromptState("sticky")
+    seg = StreamSegmenter(predictor, prompts, tracking=tracking or TrackingConfig())
+    cpu = _time_tracker(seg)
+    n = len(scene.shapes)
+    ids: dict[int, int] = {}
+    stats = [{"visible_frames": 0, "followed": 0, "iou_ge_0.8": 0, "ious": [], "id_switches": 0, "taken": 0,
+              "hidden": [], "reacquired": None} for _ in range(n)]
+    full = [float(_full_area(scene, i)) for i in range(n)]
+    cpu_ms, calls, processed, events = [], [], [], []
+    for t in range(0, scene.frames, step):
+        image, truth = scene.render(t)
+        stamp = t / fps
+        key = (int(stamp), int(round((stamp - int(stamp)) * 1e9)))
+        entry, _ = seg.encode(image, key)
+        if t == 0:
+            for i, shape in enumerate(scene.shapes):
+                inner = cv2.distanceTransform(np.pad(truth[i], 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+                y, x = np.unravel_index(int(inner.argmax()), inner.shape)
+                if shape.prompt == "point":
+                    prompts.add_point(float(x) + 0.5, float(y) + 0.5)
+                elif shape.prompt == "object_box":
+                    prompts.add_object(box=_box(truth[i]))
+                else:
+                    prompts.add_object(points=[[float(x) + 0.5, float(y) + 0.5]])
+            for change in prompts.take_changes():
+                prompts.bind(change, entry.key)
+        before = getattr(runtime, "decode_calls", 0)
+        cpu[0] = 0.0
+        result = seg.segment(entry.key)
+        cpu_ms.append(cpu[0] * 1e3)
+        calls.append(getattr(runtime, "decode_calls", 0) - before)
+        processed.append(t)
+        events += [f"frame {t}: {e}" for e in result.events]
+        if on_frame is not None:
+            on_frame(t, image, truth, result)
+        track_ids = [int(v) for v in result.track_ids]
+        areas = truth.sum(axis=(1, 2))
+        if t == 0:
+            for i in range(n):
+                best = _best(result.masks, result.boxes, truth[i], _box(truth[i]))
+                if best is not None:
+                    ids[i] = track_ids[best[0]]
+        for i in range(n):
+            s = stats[i]
+            if areas[i] == 0:
+                s["hidden"].append(t)
+                continue
+            if areas[i] < 0.9 * full[i] or t == 0:
+                continue
+            s["visible_frames"] += 1
+            own = track_ids.index(ids[i]) if ids.get(i) in track_ids else None
+            iou = 0.0
+            if own is not None:
+                m = result.masks[own]
+                iou = float((m & truth[i]).sum() / max(1, (m | truth[i]).sum()))
+                for j in range(n):  # its id on another object
+                    if j != i and areas[j] and (m & truth[j]).sum() > 0.5 * m.sum():
+                        s["taken"] += 1
+                        break
+            if iou >= 0.5:
+                s["followed"] += 1
+                if s["hidden"] and s["reacquired"] is None:
+                    s["reacquired"] = t
+            s["iou_ge_0.8"] += iou >= 0.8
+            s["ious"].append(iou)
+            best = _best(result.masks, result.boxes, truth[i], _box(truth[i]))
+            if best is not None and best[1] >= 0.5 and track_ids[best[0]] != ids.get(i):
+                s["id_switches"] += 1
+    for s in stats:
+        s["reacquired"] = None if not s["hidden"] else s["reacquired"]
+    return ToyReport(scene.name, stats, cpu_ms, calls, processed, events)
+
+
+def _full_area(scene, i: int) -> int:
+    """The area of shape ``i`` drawn alone and whole (the largest it has in the sequence)."""
+    from ..toy.scenes import draw_shape
+
+    m = scene.shapes[i]
+    pad = int(m.size) + 2
+    canvas = np.zeros((scene.height + 2 * pad, scene.width + 2 * pad, 3), np.uint8)
+    cx, cy = m.centre(0, scene.width, scene.height)
+    return int(draw_shape(canvas, m.kind, (cx + pad, cy + pad), m.size, m.angle, (1, 1, 1), aspect=m.aspect,
+                          vertices=m.vertices).sum())
+
+
 # --- command line -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.tracking", description=__doc__.split("\n\n")[0])
@@ -404,7 +619,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=frame_size, default="640x480", help="frame size WxH (default 640x480)")
     parser.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    toy = parser.add_argument_group("toy world (--toy): the real predictor and tracker with the toy-world model")
+    toy.add_argument("--toy", action="store_true",
+                     help="run the toy-world sequences (several objects, 5-40 px per frame, crossings, an "
+                          "occlusion, sizes 20-180 px, plain and textured backgrounds) with the toy-world model")
+    toy.add_argument("--model", metavar="PATH", help="model for --toy (default: the shipped toy-world model)")
+    toy.add_argument("--backend", default="auto", help="backend for --model (default auto)")
+    toy.add_argument("--scenarios", metavar="A,B", help="only these sequences (default: all)")
+    toy.add_argument("--step", type=int, default=1,
+                     help="process every STEP-th frame (frames stamped at 30 fps: a node slower than the camera)")
+    toy.add_argument("--cache", metavar="DIR", help="keep image embeddings here (a rerun encodes nothing)")
     args = parser.parse_args(argv)
+    if args.toy:
+        return _main_toy(args)
     width, height = args.size
     if args.objects < 1 or args.frames < 2:
         print("error: --objects must be >= 1 and --frames >= 2", file=sys.stderr)
@@ -433,6 +660,54 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality['textured']['prediction_iou']:.3f} textured, mean IoU {quality['solid']['mean_iou']:.3f}, "
               f"id switches {sum(quality['solid']['id_switches'].values())} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+def _main_toy(args) -> int:
+    import tempfile
+
+    from ..runtime import create_runtime
+
+    width, height = args.size
+    if args.frames < 2 or args.step < 1:
+        print("error: --frames must be >= 2 and --step >= 1", file=sys.stderr)
+        return 2
+    scenes = toy_scenarios(width, height, args.frames)
+    names = [n for n in (args.scenarios or "").split(",") if n] or list(scenes)
+    unknown = [n for n in names if n not in scenes]
+    if unknown:
+        print(f"error: unknown scenario(s) {', '.join(unknown)} (one of {', '.join(scenes)})", file=sys.stderr)
+        return 2
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            if not Path(args.model).exists():
+                print(f"error: model not found: {args.model}", file=sys.stderr)
+                return 2
+            model, backend = args.model, args.backend
+        else:
+            from ..toy.model import write_toy_checkpoint
+
+            model, backend = str(write_toy_checkpoint(Path(tmp) / "toy_world.pt")), "torch"
+        runtime = CachedEncoder(create_runtime(model, backend), args.cache)
+        out: dict = {"size": [width, height], "frames": args.frames, "step": args.step, "model": model,
+                     "scenarios": {}}
+        for name in names:
+            t0 = time.perf_counter()
+            report = run_toy(scenes[name], runtime, TrackingConfig(), step=args.step)
+            summary = report.summary()
+            out["scenarios"][name] = summary
+            print(f"[bench] {name}: {summary['objects']} object(s), {summary['frames_processed']} frames: followed "
+                  f"{summary['followed']:.0%} of visible frames, IoU >= 0.8 in {summary['iou_ge_0.8']:.0%}, mean IoU "
+                  f"{summary['mean_iou']:.3f}, id switches {summary['id_switches']}, ids taken by another object "
+                  f"{summary['taken_by_another']}, tracker CPU {summary['tracking_cpu_ms_median']:.2f} ms/frame "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        runtime.close()
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", metavar="OUT")
     a = p.parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = partial(print, file=sys.stderr, flush=True)
     result = measure(a.model, a.boxes, [int(v) for v in a.threads.split(",")], [int(v) for v in a.chunks.split(",")],
                      a.rounds, log)
     if a.json:

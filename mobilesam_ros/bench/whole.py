@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in also if name not in ALSO]
     if unknown:
         p.error(f"--also: unknown command(s) {', '.join(unknown)} (choose from {', '.join(ALSO)})")
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = partial(print, file=sys.stderr, flush=True)
     result = compare(a.model, a.checkpoint, a.image, a.boxes, a.rounds, a.threads, a.ours_extra, log, also)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,7 @@ def _stream(value: StreamedArray, shape: tuple[int, ...], dtype: np.dtype, write
                 value.fill(start, part)
                 filled.put((buffer, part))
             filled.put(None)
-        except BaseException as exc:  # handed to the writer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread and raised there
             filled.put(exc)
 
     helper = threading.Thread(target=produce, name="npz-fill", daemon=True)

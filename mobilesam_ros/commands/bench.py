@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from ..cli import CommandError
@@ -69,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.reference).is_file():
             raise CommandError(f"--reference checkpoint not found: {args.reference}")
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401 - only checked to be importable
         except ImportError as exc:
             raise CommandError("--reference runs PyTorch: pip install 'mobilesam_ros[export]'") from exc
 
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    log = partial(print, file=sys.stderr)
     runtime = open_runtime(args)
     try:
         log(f"benchmarking {runtime.describe()}")

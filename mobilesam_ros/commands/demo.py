@@ -7,9 +7,14 @@ writes the node's overlays (masks, outlines, prompts, track ids, scores) to a fo
 
 On the synthetic scene the demo clicks the moving disk once, on a frame the node has
 already encoded and stamped with that frame, so the click is on the disk in the frame
-it is decoded on; the node's tracking then follows the disk with one id. The demo
-scores that from ``~/labels`` (which ids lie on the disk, the IoU of the followed
-object's mask with the disk) and writes it to ``summary.json``.
+it is decoded on; the node's tracking then follows the disk with one id. The scene is
+paced by the node: it moves on by ``SCENE_STEP_PX`` (the disk's largest step) per frame
+the node has answered, so what the overlays show is followable on any machine (on a
+CPU the node processes a frame in seconds; at camera pace the disk would jump by its
+own size between processed frames). The demo scores the following from ``~/labels``
+(on every frame the node processed after the click: is the clicked object's id on the
+disk, the IoU of its mask with the disk, 0 when it is not there) and writes it to
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ HELP = "run the ROS 2 node on a synthetic scene, images or a video and save its 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 NAMESPACE = "/demo"
+#: the synthetic scene moves on by this much (the disk's largest step, in pixels) per
+#: frame the node has answered
+SCENE_STEP_PX = 12.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,12 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--images", metavar="DIR", help="stream the images of a folder (sorted, looped)")
     source.add_argument("--video", metavar="FILE", help="stream a video file (looped)")
     parser.add_argument("--model", metavar="PATH",
-                        help="checkpoint or exported model directory (default: what models/ holds, else a "
-                             "synthetic checkpoint)")
+                        help="checkpoint or exported model directory (default: what models/ holds, else the "
+                             "toy-world model, trained on synthetic shapes)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--fps", type=float_in(0.1, 120), default=10.0, help="camera rate (default 10)")
     parser.add_argument("--duration", type=float_in(0.1), default=20.0, help="seconds of streaming (default 20)")
-    parser.add_argument("--size", type=frame_size, default="640x480", metavar="WxH", help="synthetic scene size (default 640x480)")
+    parser.add_argument("--size", type=frame_size, default="640x480", metavar="WxH",
+                        help="synthetic scene size (default 640x480)")
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="where overlays go (default out/demo)")
     parser.add_argument("--mode", default="prompt", choices=("prompt", "everything"),
                         help="everything: segment every object (grid strategy, 8 points per side)")
@@ -117,8 +126,11 @@ class SyntheticScene:
         noise = np.random.default_rng(0).normal(0, 6, (height, width, 1)).astype(np.float32)
         self.background = np.clip(base + noise, 0, 255).astype(np.uint8)
         self.radius = max(8, min(width, height) // 8)
+        #: scene time per processed frame: the disk (at most 0.3 * width / 30 px per unit of
+        #: time) moves at most SCENE_STEP_PX between two frames the node processes
+        self.step = SCENE_STEP_PX / (0.3 * width / 30.0)
 
-    def target(self, i: int) -> tuple[float, float]:
+    def target(self, i: float) -> tuple[float, float]:
         t = i / 30.0
         x = self.width * (0.5 + 0.3 * np.sin(t))
         return float(x), float(self.height * 0.35)
@@ -271,16 +283,20 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
     def on_labels(msg: Image) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         answered.append(stamp)
-        if scene is None or not prompt or stamp not in frame_of or frame_of[stamp] < prompt["frame"]:
+        if scene is None or not prompt or stamp not in frame_of or stamp < prompt["stamp"]:
             return
         labels = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
         disk = scene.disk(frame_of[stamp])
         ids, counts = np.unique(labels[disk], return_counts=True)
         on_disk = [int(v) for v, c in zip(ids, counts) if v and c > 0.2 * disk.sum()]
         follow["ids"].append(on_disk)
-        if on_disk:
-            mask = labels == on_disk[0]
-            follow["iou"].append(float((mask & disk).sum() / max(1, (mask | disk).sum())))
+        if follow.get("id") is None and on_disk:  # the object the click started (its first frame)
+            follow["id"] = on_disk[0]
+        iou = 0.0
+        if follow.get("id") is not None:
+            mask = labels == follow["id"]
+            iou = float((mask & disk).sum() / max(1, (mask | disk).sum()))
+        follow["iou"].append(iou)
 
     def on_overlay(msg: Image) -> None:
         rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
@@ -319,12 +335,14 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
                 click and not prompt and time.monotonic() - start < args.duration + 120):
             if node.poll() is not None:
                 raise CommandError(f"the node exited with status {node.returncode}")
-            rgb = np.ascontiguousarray(source(i))
+            # the synthetic scene moves on per frame the node answered (see the module docstring)
+            t = scene.step * len(answered) if scene is not None else i
+            rgb = np.ascontiguousarray(source(t))
             msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
             msg.data = rgb.tobytes()
             msg.header.stamp = client.get_clock().now().to_msg()
             msg.header.frame_id = "demo_camera"
-            frame_of[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = i
+            frame_of[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = t
             image_pub.publish(msg)
             now = time.monotonic() - start
             if args.mode == "prompt" and now >= next_prompt:
@@ -339,7 +357,7 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
                     point.header.frame_id = "demo_camera"
                     point.point.x, point.point.y, point.point.z = x, y, 1.0
                     point_pub.publish(point)
-                    prompt.update(frame=frame_of[stamp], x=x, y=y,
+                    prompt.update(frame=frame_of[stamp], stamp=stamp, x=x, y=y,
                                   on_disk=bool(scene.disk(frame_of[stamp])[int(y), int(x)]))
                     print(f"[demo] clicked the disk at ({x:.0f}, {y:.0f}) on frame {frame_of[stamp]}", flush=True)
                     next_prompt = float("inf")
@@ -371,13 +389,18 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
     # is read here after the stream ended (it was "0.0" after 9 processed frames)
     summary["node"]["output_rate_hz"] = last_diag.get("output_rate_hz_run")
     if scene is not None and args.mode == "prompt":
-        first = [ids[0] for ids in follow["ids"] if ids]
-        summary["prompt"] = prompt or None
+        summary["prompt"] = {k: v for k, v in prompt.items() if k != "stamp"} or None
+        ious = follow["iou"]
         summary["followed"] = {
-            "frames": len(follow["ids"]),  # frames segmented after the click
+            "frames": len(follow["ids"]),  # frames the node processed after the click (the click's included)
+            "id": follow.get("id"),  # the id the click started
             "ids_on_disk": sorted({v for ids in follow["ids"] for v in ids}),
-            "frames_with_the_disk": len(first),
-            "mean_iou_with_disk": round(float(np.mean(follow["iou"])), 3) if follow["iou"] else None,
+            # frames where the clicked object's mask lies on the disk (IoU >= 0.5)
+            "frames_followed": sum(1 for v in ious if v >= 0.5),
+            # over every processed frame after the click, 0 where the object was not there
+            "mean_iou_with_disk": round(float(np.mean(ious)), 3) if ious else None,
+            "iou_per_frame": [round(v, 3) for v in ious],
+            "scene_step_px": SCENE_STEP_PX,
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[demo] published {i} frames; the node segmented {last_diag.get('frames_processed', '?')} "
@@ -386,8 +409,10 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
     print(f"[demo] {len(written)} overlays written to {overlays}", flush=True)
     if summary.get("prompt"):
         f = summary["followed"]
-        print(f"[demo] after the click: {f['frames']} frame(s) segmented; ids on the disk {f['ids_on_disk']}, "
-              f"mean IoU with the disk {f['mean_iou_with_disk']}", flush=True)
+        print(f"[demo] after the click the node processed {f['frames']} frame(s): the disk was followed "
+              f"(#{f['id']}, IoU >= 0.5) in {f['frames_followed']} of them; mean IoU with the disk over all "
+              f"{f['frames']}: {f['mean_iou_with_disk']}; ids on the disk {f['ids_on_disk']} (the scene moves on "
+              f"{SCENE_STEP_PX:g} px per processed frame)", flush=True)
     elif scene is not None and args.mode == "prompt":
         print("[demo] the node answered no frame in time: the disk was not clicked", flush=True)
     if not written:

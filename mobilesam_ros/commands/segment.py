@@ -9,8 +9,8 @@ import time
 import numpy as np
 
 from ..cli import CommandError
-from ._depth import DepthInput, add_depth_arguments, npz_arrays
 from ._common import add_model_arguments, load_image, open_runtime, parse_floats, read_boxes_json
+from ._depth import DepthInput, add_depth_arguments, npz_arrays
 from ._npz import COMPRESS_HELP, StreamedArray, write_npz
 from ._outputs import check_output, write_image
 
@@ -53,9 +53,9 @@ def _read_mask_input(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..live.depth import draw_distances
     from ..predictor import Prompt, PromptError, SamPredictor, validate_prompt
     from ..variants import model_name
-    from ..live.depth import draw_distances
     from ..visualize import draw_overlay, mask_boxes
 
     if not args.save_npz and not args.overlay and not args.depth:

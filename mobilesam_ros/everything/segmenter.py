@@ -31,10 +31,10 @@ import numpy as np
 from ..predictor import ImageEmbedding, SamPredictor, select_best
 from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE, empty_mask_input
 from ..transforms import upscale_logits
+from ..variants import PROMPT_GUIDED_DECODER
 from . import masks as mk
 from .grid import box_prompt_arrays, grid_points, low_res_valid_size, point_prompt_arrays
 from .hierarchical import CoverageMap, dense_points
-from ..variants import PROMPT_GUIDED_DECODER
 
 STRATEGIES = ("boxes", "grid", "hierarchical")
 NMS_KINDS = ("box", "mask")

@@ -121,6 +121,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     R("overlay.max_rate", 5.0, "most overlays per second; 0 = one per result", None, 0.0),
     R("overlay.alpha", 0.5, "mask opacity in the overlay", None, 0.0, 1.0),
     P("diagnostics_period", 1.0, "seconds between /diagnostics messages", None, 0.05, 60.0),
+    P("deactivate_timeout", 10.0, "seconds deactivate, shutdown and Ctrl-C wait for the frame in progress; "
+      "segment_lifecycle_node: a frame that takes longer fails the deactivate transition (the node stays active)",
+      None, 0.0, 600.0),
     # --- segment everything (mode: everything) ---
     R("everything.strategy", "boxes", "boxes: MobileSAMv2 (detector ONNX or boxes from prompt/boxes); "
       "grid: SAM's point grid; hierarchical: TinySAM's sparse-then-dense grid", STRATEGIES),
@@ -274,8 +277,9 @@ def model_help() -> str:
     return (
         "get the official weights with 'mobilesam-ros download' (writes models/mobile_sam.pt), "
         "or export them for ONNX Runtime with 'mobilesam-ros export --checkpoint models/mobile_sam.pt "
-        "--out models/mobile_sam_onnx'; for a quick test without weights: "
-        "'mobilesam-ros synthetic-checkpoint models/synthetic.pt' (random weights, meaningless masks)"
+        "--out models/mobile_sam_onnx'; to try it without weights: "
+        "'mobilesam-ros synthetic-checkpoint --toy models/toy_world.pt' (the toy-world model: masks that follow "
+        "simple synthetic shapes, meaningless on real images)"
     )
 
 

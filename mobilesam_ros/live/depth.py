@@ -57,6 +57,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .prompts import StreamClock
+
 __all__ = [
     "DEPTH_ENCODINGS",
     "DepthError",
@@ -460,6 +462,22 @@ class DepthPairer:
         self._sizes = (max(1, pending), max(1, pinned))
         self._cond = threading.Condition()
         self.newest_depth_ns: int | None = None
+        self._clocks = (StreamClock(), StreamClock())  # depth, colour
+        #: times time went backwards on either stream (everything kept was dropped)
+        self.restarts = 0
+
+    def _restart_if_back(self, stream: int, stamp_ns: int) -> None:
+        """Time went backwards on a stream (a bag loop, a simulator reset): depth frames and
+        matches of the old timeline would pair with none of the new one, or wrongly. Under
+        the lock."""
+        if self._clocks[stream].advance(stamp_ns / 1e9) is None:
+            return
+        self._recent.clear()
+        self._pending.clear()
+        self._pinned.clear()
+        self.newest_depth_ns = None
+        self._clocks[1 - stream].newest = None
+        self.restarts += 1
 
     @staticmethod
     def _offer(match: _Match, colour_ns: int, depth_ns: int, depth: Any) -> None:
@@ -471,6 +489,7 @@ class DepthPairer:
 
     def add_depth(self, stamp_ns: int, depth: Any) -> None:
         with self._cond:
+            self._restart_if_back(0, stamp_ns)
             self._recent.append((stamp_ns, depth))
             self.newest_depth_ns = stamp_ns if self.newest_depth_ns is None else max(self.newest_depth_ns, stamp_ns)
             for table in (self._pending, self._pinned):
@@ -481,6 +500,7 @@ class DepthPairer:
 
     def colour_arrived(self, stamp_ns: int) -> None:
         with self._cond:
+            self._restart_if_back(1, stamp_ns)
             if stamp_ns in self._pending or stamp_ns in self._pinned:
                 return
             match = _Match()

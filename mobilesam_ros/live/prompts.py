@@ -59,7 +59,9 @@ __all__ = [
     "PromptError",
     "PromptState",
     "resolve_target",
+    "StreamClock",
     "stamp_key",
+    "stamp_seconds",
 ]
 
 
@@ -68,6 +70,37 @@ def stamp_key(sec: int, nanosec: int) -> tuple[int, int] | None:
     if sec == 0 and nanosec == 0:
         return None
     return (int(sec), int(nanosec))
+
+
+def stamp_seconds(key: Hashable) -> float | None:
+    """The time of a :func:`stamp_key` key in seconds; None for any other key (an
+    unstamped frame's private key)."""
+    if isinstance(key, tuple) and len(key) == 2 and all(isinstance(v, int) for v in key):
+        return key[0] + key[1] * 1e-9
+    return None
+
+
+class StreamClock:
+    """The newest stamp of a stream, and whether a new stamp jumped back in time.
+
+    A stamp more than ``jump_back_s`` before the newest one means time went backwards
+    (a bag replayed with --loop, a simulator reset under use_sim_time), not a late
+    message: what was kept by stamp belongs to the old timeline."""
+
+    #: seconds: a message this much older than the newest starts a new timeline
+    JUMP_BACK_S = 1.0
+
+    def __init__(self, jump_back_s: float = JUMP_BACK_S) -> None:
+        self.jump_back_s = float(jump_back_s)
+        self.newest: float | None = None
+
+    def advance(self, stamp: float) -> float | None:
+        """Take a stamp (seconds); returns how far time went back when it did, else None."""
+        if self.newest is not None and self.newest - stamp > self.jump_back_s:
+            back, self.newest = self.newest - stamp, stamp
+            return back
+        self.newest = stamp if self.newest is None else max(self.newest, stamp)
+        return None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class CameraScheduler:
         self._next = 0
         self._paused = False
         self._closed = False
+        self._held = False  # hold(): no new work is started
+        self._busy = False  # the thread is inside a worker step or a queued call (the engine may be in use)
         self._calls: deque[Callable[[], None]] = deque()
         self._thread: threading.Thread | None = None
         #: frames or prompt changes handled per camera (diagnostics, tests)
@@ -79,6 +81,30 @@ class CameraScheduler:
         while not self._closed:
             self.step(0.5)
 
+    def hold(self, timeout: float) -> bool:
+        """Start no new work and wait up to ``timeout`` for the work in progress to end.
+        True: the thread is idle and stays so (until :meth:`release` or :meth:`stop`), so
+        nothing uses the engine. False: the work outlasted ``timeout``; the hold is lifted
+        and the thread goes on as before (a deactivate that fails leaves the node active)."""
+        with self._cond:
+            self._held = True
+            idle = self._cond.wait_for(lambda: not self._busy, timeout)
+            if not idle:
+                self._held = False
+                self._cond.notify_all()
+            return idle
+
+    def release(self) -> None:
+        """Lift :meth:`hold`."""
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        """Inside a worker step or a queued call now (a snapshot)."""
+        return self._busy
+
     # --- control (any thread) -----------------------------------------------------------------
     @property
     def paused(self) -> bool:
@@ -94,10 +120,6 @@ class CameraScheduler:
                         self.dropped_paused[i] += 1
             self._cond.notify_all()
 
-    def frame_dropped_paused(self, camera: int) -> None:
-        """Count a frame the node did not hand over because segmentation is paused."""
-        self.dropped_paused[camera] += 1
-
     def call_soon(self, call: Callable[[], None]) -> None:
         """Run ``call`` on the worker thread between two frames (at once when no thread runs)."""
         with self._cond:
@@ -109,21 +131,43 @@ class CameraScheduler:
 
     # --- one iteration ----------------------------------------------------------------------------
     def _work_waiting(self) -> bool:
-        return self._closed or bool(self._calls) or (
-            not self._paused and any(w.slot.ready() for w in self.workers))
+        return self._closed or (not self._held and (bool(self._calls) or (
+            not self._paused and any(w.slot.ready() for w in self.workers))))
+
+    def _idle(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()  # a hold() may be waiting for this
 
     def _run_calls(self) -> None:
         while True:
-            with self._cond:
-                if not self._calls:
+            with self._cond:  # taken and marked busy at once: a hold() sees either or neither
+                if not self._calls or (self._held and not self._closed):
                     return
                 call = self._calls.popleft()
+                self._busy = True
             try:
                 call()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+            except Exception as exc:  # the loop must survive anything
                 if self._errors is None:
                     raise
                 self._errors.report("reconfigure", f"applying a parameter change failed: {type(exc).__name__}: {exc}")
+            finally:
+                self._idle()
+
+    def _take_turn(self) -> int | None:
+        """The next camera (round robin) with a frame or prompt change, marked busy; None
+        when there is none or no work may start (closed, paused, held). Under the lock."""
+        if self._closed or self._paused or self._held:
+            return None
+        n = len(self.workers)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self.workers[i].slot.ready():
+                self._next = (i + 1) % n
+                self._busy = True
+                return i
+        return None
 
     def step(self, timeout: float | None = 0.0) -> int | None:
         """Wait up to ``timeout`` for work, run queued calls, then serve the next camera
@@ -131,14 +175,13 @@ class CameraScheduler:
         with self._cond:
             self._cond.wait_for(self._work_waiting, timeout)
         self._run_calls()
-        if self._closed or self._paused:
+        with self._cond:
+            i = self._take_turn()
+        if i is None:
             return None
-        n = len(self.workers)
-        for k in range(n):
-            i = (self._next + k) % n
-            if self.workers[i].slot.ready():
-                self._next = (i + 1) % n
-                self.workers[i].step(0.0)
-                self.served[i] += 1
-                return i
-        return None
+        try:
+            self.workers[i].step(0.0)
+        finally:
+            self._idle()
+        self.served[i] += 1
+        return i

@@ -22,14 +22,14 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from .frames import FrameError
-from .stats import error_kind
-from ..predictor import ImageEmbedding, Prompt, PromptError, SamPredictor, validate_prompt
-from .prompts import BOXES, CLEAR, POINTS, REMOVE, ObjectPrompt, PromptState, resolve_target
-from .tracking import TrackedObject, Tracker, TrackingConfig
 from ..postprocess import get_postprocessor
+from ..predictor import ImageEmbedding, Prompt, PromptError, SamPredictor, validate_prompt
 from ..runtime.base import LOW_RES_SIZE
 from ..visualize import mask_boxes, masks_to_label_image
+from .frames import FrameError
+from .prompts import BOXES, CLEAR, POINTS, REMOVE, ObjectPrompt, PromptState, StreamClock, resolve_target, stamp_seconds
+from .stats import error_kind
+from .tracking import TrackedObject, Tracker, TrackingConfig
 
 
 @dataclass
@@ -100,6 +100,16 @@ def _upscale(low_res: np.ndarray, embedding: ImageEmbedding, threshold: float) -
     return get_postprocessor(embedding.original_size, embedding.input_size, threshold).masks(low_res)
 
 
+def frame_time(entry: FrameEntry) -> float:
+    """A frame's time in seconds for motion prediction: its stamp when the key is one
+    ((sec, nanosec), as the node keys frames), else when it arrived (the tracker falls
+    back to one frame period when a stamp does not advance)."""
+    key = entry.key
+    if isinstance(key, tuple) and len(key) == 2 and all(isinstance(v, (int, np.integer)) for v in key):
+        return float(key[0]) + float(key[1]) * 1e-9
+    return float(entry.received)
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
@@ -141,6 +151,10 @@ class StreamSegmenter:
         if tracking is not None and tracking.enabled:
             self.tracker = Tracker(tracking, predictor.mask_threshold, prompts.persistence)
         self._generation = prompts.generation
+        self._clock = StreamClock()  # of the frames encoded
+        self._size: tuple[int, int] | None = None  # of the last frame encoded
+        #: why the stream restarted at the last frame encoded (else None); see :meth:`encode`
+        self.restart_reason: str | None = None
 
     # --- frames -----------------------------------------------------------------------
     @property
@@ -156,12 +170,16 @@ class StreamSegmenter:
     def frame(self, key: Hashable) -> FrameEntry | None:
         return self._history.get(key)
 
-    def encode(self, image: np.ndarray, key: Hashable, header: Any = None, received: float | None = None) -> tuple[FrameEntry, float]:
+    def encode(self, image: np.ndarray, key: Hashable, header: Any = None,
+               received: float | None = None) -> tuple[FrameEntry, float]:
         """Encode a frame (HxWx3 uint8 RGB); returns the entry and the encode time (ms).
 
         ``key`` None (an unstamped frame) gets a private key: prompts can only reach
         it as "the latest frame".
         """
+        self.restart_reason = self._discontinuity(key, image.shape[:2])
+        if self.restart_reason is not None:
+            self._restart(self.restart_reason)
         if key is None:
             key = ("unstamped", next(self._unstamped))
         elif key in self._history:
@@ -177,6 +195,29 @@ class StreamSegmenter:
         self.latest_key = key
         self.prompts.bounds = entry.size
         return entry, encode_ms
+
+    def _discontinuity(self, key: Hashable, size: tuple[int, int]) -> str | None:
+        """Why a frame cannot continue the stream before it: time went backwards, or the
+        image size changed (a camera restarted with other settings); else None."""
+        why = None
+        stamp = stamp_seconds(key)
+        back = self._clock.advance(stamp) if stamp is not None else None
+        if back is not None:
+            why = f"time went backwards by {back:.3f} s (a bag replayed in a loop, a simulator reset?)"
+        if why is None and self._size is not None and tuple(size) != self._size:
+            why = (f"the image size changed from {self._size[1]}x{self._size[0]} to {size[1]}x{size[0]} "
+                   f"(a camera restarted?)")
+        self._size = tuple(size)
+        return why
+
+    def _restart(self, why: str) -> None:
+        """A new stream: cached frames and tracks belong to the old one (tf2 clears its
+        buffer on a jump back the same way). Followed objects end; prompts taken by
+        them are not replayed (their pixels belong to the old stream), so objects are
+        found again from new prompts or the detector's next boxes."""
+        self._history.clear()
+        if self.tracker is not None:
+            self.tracker.clear(why=f"stream restarted: {why}")
 
     # --- decoding -----------------------------------------------------------------------
     def segment(self, key: Hashable, trigger: str = "frame") -> SegmentationResult:
@@ -325,7 +366,7 @@ class StreamSegmenter:
         tracker = self.tracker
         t0 = time.perf_counter()
         problems = self._sync_tracker()
-        tracker.frame(entry.seq, entry.image)
+        tracker.frame(entry.seq, entry.image, frame_time(entry))
         problems += self._take_prompts(entry)
         planned = tracker.plan(entry.seq, entry.size)
         tracking_ms = _ms(t0)
@@ -445,7 +486,7 @@ class StreamWorker:
         if item is not None:
             try:
                 self._handle_frame(item)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - one bad frame is counted; the stream goes on
                 self.errors.report("frame_decode", f"segmenting a frame failed: {type(exc).__name__}: {exc}")
 
     def _handle_prompt_changes(self, current=None) -> None:
@@ -471,12 +512,29 @@ class StreamWorker:
                     counter="prompt_errors",
                 )
                 continue
+            if kind == "latest" and change.stamp is not None:
+                self._report_unmatched_stamp(change, latest)
             self.segmenter.prompts.bind(change, key, awaiting_frame=(kind == "pending"))
             if kind != "pending":
                 now[key] = None
         for key in now:
             if key in self.segmenter and key != current:
                 self._emit(self.segmenter.segment(key, trigger="prompt"))
+
+    def _report_unmatched_stamp(self, change, latest) -> None:
+        """A stamped prompt whose frame is neither cached nor waiting: it goes to the
+        newest frame; say how far its stamp is from that frame's (once per direction,
+        every one counted)."""
+        stamp, newest = stamp_seconds(change.stamp), stamp_seconds(latest)
+        if stamp is None or newest is None:
+            return
+        after = stamp > newest
+        self.errors.report(
+            f"prompt_stamp:{'future' if after else 'past'}",
+            f"{change.group} prompt stamped {abs(stamp - newest):.3f} s {'after' if after else 'before'} the newest "
+            f"frame{'' if after else ' and older than every cached frame'}: applied to the newest frame"
+            + (" (clock skew between machines?)" if after else " (embedding_cache_size holds more frames)"),
+            counter="prompts_unmatched_stamp", level="warn")
 
     def _handle_frame(self, item) -> None:
         t0 = time.perf_counter()
@@ -489,6 +547,10 @@ class StreamWorker:
         self.stats.stage("convert", convert_ms)
         entry, encode_ms = self.segmenter.encode(image, key, header, item.received)
         self.stats.stage("encode", encode_ms)
+        if self.segmenter.restart_reason is not None:
+            self.errors.report("stream_restart", f"stream restarted at frame {entry.key}: "
+                               f"{self.segmenter.restart_reason}; tracks and cached frames reset",
+                               counter="stream_restarts", level="warn")
         self.segmenter.prompts.frame_encoded(entry.key)
         # prompts that arrived while encoding: bind them now, so this frame has them
         self._handle_prompt_changes(current=entry.key)

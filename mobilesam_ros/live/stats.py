@@ -68,6 +68,8 @@ class NodeStats:
             "prompt_errors": 0,
             "results_published": 0,
             "worker_errors": 0,
+            "stream_restarts": 0,  # time went backwards or the image size changed
+            "prompts_unmatched_stamp": 0,  # stamped prompts whose frame was gone or not seen yet
         }
         self.stages = {name: _Window() for name in STAGES}
         self.latency = _Window()  # frame received -> results published (ms)

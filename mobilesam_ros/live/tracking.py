@@ -18,26 +18,36 @@ else ""), ``source`` ("point", "object", "boxes" or "everything") and ``state``
 **Prompt mode.** An object starts from a user prompt (the point object of
 ``prompt/point``/``prompt/click``, an object added on its own, or a detector box). On
 every later frame its prompt is derived from where it was: the previous mask's box
-moved by the estimated motion and widened by ``box_margin``, one foreground point at
+moved by the predicted motion and widened by ``box_margin``, one foreground point at
 the previous mask's most interior pixel (moved the same way), and, with
-``mask_input``, the previous low-res logits shifted by the motion. Motion is the
-median pyramidal Lucas-Kanade flow of 8 points inside the previous mask (half
-resolution; falls back to the track's constant-velocity estimate when fewer than 3
-points track), or constant velocity, or none (``motion``). All propagated objects
-share one prompt layout, so they go to the decoder in one batched call.
+``mask_input``, the previous low-res logits shifted by the motion. Motion is predicted
+over the real time between the two frames (the frames' stamps; one frame period when a
+stamp does not advance), so frames the node dropped do not slow the prediction down:
+the median pyramidal Lucas-Kanade flow of 8 points inside the previous mask (half
+resolution; falls back to constant velocity when fewer than 3 points track), or
+constant velocity (the least-squares slope of the last 3 steady mask centres over
+time: an object that turns is predicted right again two frames later), or none
+(``motion``). When the motion moves an object by more than 15 % of its size, it gets a
+second prompt where it was (an object that stopped or turned is found there); of an
+object's prompts the mask that fits it best is kept (predicted IoU x area agreement x
+colour agreement x overlap with the prediction). All prompts share one layout, so every
+object of a frame goes to the decoder in one batched call.
 
-A propagated mask is checked against the prediction: it is **lost** when the mask
-vanishes, its predicted IoU falls below ``min_score``, its area changes by more than
-``max_area_change`` times (shrinking is fine while its predicted box crosses the image
-border), its box overlaps the predicted box by less than ``iou_match``, or it is
-mostly (IoU > 0.5) another object's mask (the object that kept closer to its
-prediction keeps it). A lost object is looked for where constant velocity puts it for
-``max_lost_frames`` frames, from its last *steady* observation (a mask that shrinks by
-more than 10 % a frame is being covered: it moves neither the velocity nor that
-reference), with the same checks, and **re-acquired** with its id when found, unless
-the mask found lies mostly inside another object's (the occluder in front of it);
-then it **ends**. Velocity is the least-squares slope of the last 8 steady mask
-centres.
+A propagated mask is cut to its prompt box (plus 10 %): what the decoder put elsewhere
+is not the object and would widen the next box. It is checked: it is **lost** when the
+mask vanishes, its predicted IoU falls below ``min_score``, its area changes by more
+than ``max_area_change`` times (shrinking is fine while its predicted box crosses the
+image border), most of it lies outside its prompt box, less than 75 % of its pixels
+have the object's colours (a colour histogram learnt from its masks: a mask that is
+mostly an occluder, a neighbour or the background is never the object), or it is
+mostly (IoU > 0.5) another object's mask (the object whose colours it has, then the
+one that kept closer to its prediction, keeps it). A lost object is looked for where
+constant velocity puts it for ``max_lost_frames`` frames, from its last *steady*
+observation (a mask that shrinks by more than 10 % a frame is being covered: it moves
+neither the velocity nor that reference), with a search box that widens by 5 % of its
+size per frame lost (up to 50 %), with the same checks, and **re-acquired** with its id
+when found, unless the mask found lies mostly inside another object's (the occluder in
+front of it); then it **ends**.
 
 **Detector boxes** (``prompt/boxes``): each box list is associated with the tracks
 that came from boxes by IoU between the boxes and the tracks' last detector boxes
@@ -84,7 +94,26 @@ MATCH_SIZE = 128
 #: velocity smoothing for detector boxes: new = (1 - a) * old + a * measured
 VELOCITY_GAIN = 0.5
 #: a followed object's velocity is the least-squares slope of its last steady mask centres
-VELOCITY_HISTORY = 8
+#: (few: an object that changes direction is predicted right again two frames later)
+VELOCITY_HISTORY = 3
+#: a second prompt per object where it was last seen, when the motion model moves it by
+#: more than this fraction of its size (an object that stopped or turned is found there)
+STAY_HYPOTHESIS = 0.15
+#: a lost object's search box widens by this fraction of its size per frame it has been
+#: lost (up to SEARCH_MAX)
+SEARCH_WIDEN = 0.05
+SEARCH_MAX = 0.5
+#: appearance: a colour histogram of the object's masks (8 levels per RGB channel, low-res
+#: pixels); a mask is scored by the share of its pixels whose colour bin holds at least
+#: COLOUR_BIN_MIN of the object's pixels. A mask below MIN_APPEARANCE is mostly something
+#: else (an occluder, a neighbour it merged with, the background): never the object.
+COLOUR_BIN_MIN = 0.01
+#: a followed object's mask is cut to its prompt box widened by this fraction of its size
+BOX_SLACK = 0.1
+MIN_APPEARANCE = 0.75
+#: the object's histogram learns from masks this much its own (blend weight HIST_GAIN)
+HIST_LEARN = 0.9
+HIST_GAIN = 0.3
 #: a mask that keeps at least this share of its previous area is the whole object: it
 #: moves the velocity and becomes the reference a lost object is looked for with (a mask
 #: shrinking faster is being occluded: its box centre moves for the wrong reason)
@@ -266,6 +295,13 @@ class _Obs:
     area: int  # low-res pixels
     point: np.ndarray  # (2,) most interior pixel
     logits: np.ndarray | None = None  # (256, 256) for mask_input
+    time: float | None = None  # the frame's time (stamp), None: its seq
+    hist: np.ndarray | None = None  # (512,) colour histogram of the mask, sums to 1 (None: no image)
+    appearance: float = 1.0  # share of its pixels in the object's colours (1.0: no image)
+
+    @property
+    def t(self) -> float:
+        return float(self.seq) if self.time is None else self.time
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -280,8 +316,8 @@ class Track:
     obs: _Obs | None = None
     prev: _Obs | None = None  # the observation before ``obs`` (used when ``obs``' frame is segmented again)
     ref: _Obs | None = None  # the last observation of the whole object (see STEADY_AREA)
-    centres: list = field(default_factory=list)  # [(seq, x, y)] of the last steady observations
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # px per frame
+    centres: list = field(default_factory=list)  # [(time, x, y)] of the last steady observations
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # px per time unit (stamps)
     lost: int = 0  # frames since the last accepted observation (0: tracked)
     lost_seq: int = -1
     pending: Prompt | None = None  # a user / detector prompt for frame ``pending_seq``
@@ -296,6 +332,7 @@ class Track:
     small_seq: int = -1
     small_now: np.ndarray | None = None
     predicted: tuple[int, np.ndarray] | None = None  # (seq, box) of the last propagation (for measuring)
+    hist: np.ndarray | None = None  # the object's colour histogram (see COLOUR_BIN_MIN)
 
 
 @dataclass
@@ -307,6 +344,8 @@ class Planned:
     kind: str  # "new", "prompt", "detection" (accepted as they come), "propagate", "reacquire" (checked)
     predicted: np.ndarray | None = None  # (4,) predicted box, no margin
     anchor: _Obs | None = None
+    primary: bool = True  # False: a second prompt for the same object (where it was)
+    fit: float = 0.0  # how well the decoded mask fits the object (set by observe)
 
     @property
     def multimask(self) -> bool:
@@ -330,6 +369,8 @@ class Tracker:
         self.counters = {"tracks_started": 0, "tracks_ended": 0, "tracks_lost": 0, "tracks_reacquired": 0}
         self.events: list[str] = []  # what happened since the last take_events()
         self._gray: OrderedDict[int, tuple[float, np.ndarray]] = OrderedDict()
+        self._rgb: OrderedDict[int, np.ndarray] = OrderedDict()  # low-res RGB (mask colours)
+        self._times: OrderedDict[int, float] = OrderedDict()  # seq -> time (stamp)
         self._geometry: LowRes | None = None
 
     # --- bookkeeping -------------------------------------------------------------------------
@@ -356,10 +397,10 @@ class Tracker:
             self.counters["tracks_ended"] += 1
             self.events.append(f"track {track.track_id} ({track.source}) ended: {why}")
 
-    def clear(self) -> None:
-        """Forget every track (prompt/clear); ids are not reused."""
+    def clear(self, why: str = "cleared") -> None:
+        """Forget every track (prompt/clear, a restarted stream); ids are not reused."""
         for track in list(self.tracks.values()):
-            self._end(track, "cleared")
+            self._end(track, why)
 
     def remove(self, track_id: int) -> bool:
         track = self.tracks.get(int(track_id))
@@ -458,18 +499,55 @@ class Tracker:
         return track.det_box + np.concatenate([shift, shift])
 
     # --- motion ------------------------------------------------------------------------------------
-    def frame(self, seq: int, image: np.ndarray) -> None:
-        """Frame ``seq`` is about to be segmented: keep its small grey image for flow."""
-        self._geom(image.shape[:2])
-        if self.config.motion != "flow" or seq in self._gray:
+    def frame(self, seq: int, image: np.ndarray, time: float | None = None) -> None:
+        """Frame ``seq`` is about to be segmented: keep its time (the stamp, in any unit:
+        motion is predicted over the time between frames; None: frames are equally
+        spaced), its low-res colours (to tell objects apart) and its small grey image
+        for flow."""
+        geom = self._geom(image.shape[:2])
+        self._set_time(seq, time)
+        if seq in self._rgb:
             return
         h, w = image.shape[:2]
         scale = min(1.0, FLOW_SIZE / max(h, w))
         small = image if scale >= 1.0 else cv2.resize(
             image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        self._gray[seq] = (scale, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        while len(self._gray) > 3:
-            self._gray.popitem(last=False)
+        vh, vw = geom.valid
+        q = cv2.resize(small, (vw, vh), interpolation=cv2.INTER_AREA) >> 5  # 8 levels per channel
+        self._rgb[seq] = (q[..., 0].astype(np.int16) << 6) | (q[..., 1].astype(np.int16) << 3) | q[..., 2]
+        while len(self._rgb) > 3:
+            self._rgb.popitem(last=False)
+        if self.config.motion == "flow":
+            self._gray[seq] = (scale, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+            while len(self._gray) > 3:
+                self._gray.popitem(last=False)
+
+    def _set_time(self, seq: int, time: float | None) -> None:
+        if seq in self._times:
+            return
+        earlier = [(s, t) for s, t in self._times.items() if s < seq]
+        if time is None or not math.isfinite(time):
+            time = None if self._times else float(seq)
+        if earlier and (time is None or time <= earlier[-1][1]):
+            # no usable stamp (missing, or not after the previous frame's): one frame period later
+            s0, t0 = earlier[-1]
+            period = (t0 - earlier[-2][1]) / (s0 - earlier[-2][0]) if len(earlier) > 1 else 1.0
+            time = t0 + max(period, 1e-6) * (seq - s0)
+        self._times[seq] = float(seq) if time is None else float(time)
+        while len(self._times) > 64:
+            self._times.popitem(last=False)
+
+    def time_of(self, seq: int) -> float:
+        return self._times.get(seq, float(seq))
+
+    def _colours(self, seq: int, crop: np.ndarray, lbox) -> np.ndarray | None:
+        """The colour bins of a cropped low-res mask's pixels (None: no image)."""
+        bins = self._rgb.get(seq)
+        if bins is None:
+            return None
+        u0, v0, u1, v1 = lbox
+        region = bins[v0:v1, u0:u1]
+        return region[crop] if region.shape == crop.shape else None
 
     def _flow(self, pairs: list[tuple[Track, _Obs]], seq: int) -> dict[int, np.ndarray]:
         """Median Lucas-Kanade displacement (pixels) per track from its anchor's frame to ``seq``."""
@@ -531,53 +609,84 @@ class Tracker:
                 continue
             propagate.append((track, anchor))
         flows = self._flow([(t, a) for t, a in propagate if t.lost == 0], seq) if self.config.motion == "flow" else {}
+        now = self.time_of(seq)
         for track, anchor in propagate:
-            frames = seq - anchor.seq
+            dt = now - anchor.t
             if self.config.motion == "none":
                 shift = np.zeros(2, np.float32)
             elif track.track_id in flows and track.lost == 0:
                 shift = flows[track.track_id]
             else:
-                shift = track.velocity * frames
-            dx, dy = float(shift[0]), float(shift[1])
+                shift = track.velocity * dt
             x0, y0, x1, y1 = (float(v) for v in anchor.box)
-            predicted = np.array([x0 + dx, y0 + dy, x1 + dx, y1 + dy], np.float32)
-            mx, my = self.config.box_margin * (x1 - x0), self.config.box_margin * (y1 - y0)
-            box = np.array([max(0.0, x0 + dx - mx), max(0.0, y0 + dy - my), min(w, x1 + dx + mx), min(h, y1 + dy + my)],
-                           np.float32)
-            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            bw, bh = x1 - x0, y1 - y0
+            margin = self.config.box_margin + (min(SEARCH_MAX, SEARCH_WIDEN * track.lost) if track.lost else 0.0)
+            shifts = [shift]
+            if float(np.hypot(*shift)) > STAY_HYPOTHESIS * max(1.0, min(bw, bh)):
+                shifts.append(np.zeros(2, np.float32))  # it stopped or turned: where it was
+            first = None
+            for k, sh in enumerate(shifts):
+                dx, dy = float(sh[0]), float(sh[1])
+                predicted = np.array([x0 + dx, y0 + dy, x1 + dx, y1 + dy], np.float32)
+                mx, my = margin * bw, margin * bh
+                box = np.array([max(0.0, x0 + dx - mx), max(0.0, y0 + dy - my), min(w, x1 + dx + mx),
+                                min(h, y1 + dy + my)], np.float32)
+                if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                    continue
+                px = min(max(float(anchor.point[0]) + dx, box[0]), box[2] - 1e-3)
+                py = min(max(float(anchor.point[1]) + dy, box[1]), box[3] - 1e-3)
+                mask_input = None
+                if self.config.mask_input and anchor.logits is not None:
+                    du, dv = sh * geom.factor
+                    mask_input = cv2.warpAffine(anchor.logits, np.float32([[1, 0, du], [0, 1, dv]]),
+                                                (LOW_RES_SIZE, LOW_RES_SIZE), flags=cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_CONSTANT, borderValue=-20.0)
+                prompt = Prompt(points=np.array([[px, py]], np.float32), labels=np.ones(1, np.int64), box=box,
+                                mask_input=mask_input)
+                planned.append(Planned(track, prompt, "reacquire" if track.lost else "propagate", predicted, anchor,
+                                       primary=first is None))
+                if first is None:
+                    first = predicted
+            if first is None:
                 self._miss(track, seq, "left the image")
                 continue
-            px = min(max(float(anchor.point[0]) + dx, box[0]), box[2] - 1e-3)
-            py = min(max(float(anchor.point[1]) + dy, box[1]), box[3] - 1e-3)
-            mask_input = None
-            if self.config.mask_input and anchor.logits is not None:
-                du, dv = shift * geom.factor
-                mask_input = cv2.warpAffine(anchor.logits, np.float32([[1, 0, du], [0, 1, dv]]),
-                                            (LOW_RES_SIZE, LOW_RES_SIZE), flags=cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_CONSTANT, borderValue=-20.0)
-            prompt = Prompt(points=np.array([[px, py]], np.float32), labels=np.ones(1, np.int64), box=box,
-                            mask_input=mask_input)
-            planned.append(Planned(track, prompt, "reacquire" if track.lost else "propagate", predicted, anchor))
-            track.predicted = (seq, predicted)
+            track.predicted = (seq, first)
         return planned
 
     def _predict_box(self, track: Track, anchor: _Obs | None, seq: int, shift) -> np.ndarray | None:
         if anchor is None:
             return None
-        shift = track.velocity * (seq - anchor.seq) if shift is None else shift
+        shift = track.velocity * (self.time_of(seq) - anchor.t) if shift is None else shift
         return anchor.box + np.concatenate([shift, shift])
 
     def observe(self, seq: int, planned: list[Planned], scores: np.ndarray, low_res: np.ndarray) -> list[int]:
         """Judge the decoded masks (scores (n,), low-res logits (n, 256, 256)); update the
-        tracks; return the indices of ``planned`` whose objects are published."""
+        tracks; return the indices of ``planned`` whose objects are published (at most
+        one per track: of an object's prompts, the mask that fits it best)."""
         if not planned:
             return []
         geom = self._geometry
+        # a followed object's mask keeps to its prompt box (with a little slack): pixels the
+        # decoder put elsewhere (specks, a piece of a neighbour) are not the object, and
+        # would widen the next frame's box; a mask mostly outside it jumped away
+        jumped = [False] * len(planned)
+        for i, p in enumerate(planned):
+            if p.kind in ("propagate", "reacquire") and p.prompt.box is not None:
+                u0, v0, u1, v1 = _low_res_box(p.prompt.box, geom.factor, BOX_SLACK)
+                total = int(np.count_nonzero(low_res[i] > self.mask_threshold))
+                inside = int(np.count_nonzero(low_res[i, v0:v1, u0:u1] > self.mask_threshold))
+                jumped[i] = total > 0 and inside < 0.5 * total
+                if not jumped[i] and inside < total:
+                    off = min(-20.0, self.mask_threshold - 20.0)
+                    low_res[i, :v0] = off
+                    low_res[i, v1:] = off
+                    low_res[i, v0:v1, :u0] = off
+                    low_res[i, v0:v1, u1:] = off
         crops = geom.crops(low_res, self.mask_threshold)
         areas = [int(np.count_nonzero(c[0])) if c is not None else 0 for c in crops]
         cfg = self.config
         low_area = 1.0 / cfg.max_area_change
+        time = self.time_of(seq)
         # an object whose predicted box crosses the image border is leaving the view: it
         # may shrink as fast as it likes
         h, w = geom.size
@@ -591,9 +700,16 @@ class Tracker:
             else:
                 crop, lbox = crops[i]
                 logits = low_res[i].copy() if cfg.mask_input else None
-                obs.append(_Obs(seq, geom.to_pixels(lbox), crop, lbox, areas[i], geom.interior_point(crop, lbox), logits))
+                o = _Obs(seq, geom.to_pixels(lbox), crop, lbox, areas[i], geom.interior_point(crop, lbox), logits, time)
+                colours = self._colours(seq, crop, lbox)
+                if colours is not None and len(colours):
+                    o.hist = np.bincount(colours, minlength=512).astype(np.float32) / len(colours)
+                    if p.track.hist is not None:
+                        o.appearance = float((p.track.hist[colours] >= COLOUR_BIN_MIN).mean())
+                obs.append(o)
             if p.kind in ("new", "prompt", "detection"):
                 verdict.append(None if areas[i] else "empty mask")
+                p.fit = float(scores[i])
                 continue
             ref = p.anchor
             if not areas[i]:
@@ -603,13 +719,28 @@ class Tracker:
             elif not (low_area <= areas[i] / max(ref.area, 1) <= cfg.max_area_change) and not (
                     leaving[i] and areas[i] < ref.area):
                 verdict.append(f"area changed {areas[i] / max(ref.area, 1):.2f}x")
-            elif _iou(obs[i].box, _clip(p.predicted, geom.size)) < cfg.iou_match:
+            elif jumped[i]:
                 verdict.append("box jumped away from the prediction")
+            elif obs[i].appearance < MIN_APPEARANCE:
+                verdict.append(f"only {obs[i].appearance:.0%} of its mask has its colours")
             else:
                 verdict.append(None)
+                whole = p.track.ref.area if p.track.ref is not None else ref.area
+                area_fit = min(areas[i], whole) / max(areas[i], whole, 1)
+                box_fit = _iou(obs[i].box, _clip(p.predicted, geom.size))
+                p.fit = float(scores[i]) * area_fit * obs[i].appearance ** 2 * (0.5 + 0.5 * box_fit)
         self._resolve_conflicts(planned, obs, verdict)
-        keep = []
+        # of each object's prompts, the accepted mask that fits best
+        chosen: dict[int, int] = {}
         for i, p in enumerate(planned):
+            tid = p.track.track_id
+            j = chosen.get(tid)
+            if j is None or (verdict[j] is not None and (verdict[i] is None or p.primary)) or (
+                    verdict[i] is None and verdict[j] is None and p.fit > planned[j].fit):
+                chosen[tid] = i
+        keep = []
+        for i in sorted(chosen.values()):
+            p = planned[i]
             track = p.track
             if track.track_id not in self.tracks:
                 continue
@@ -639,6 +770,8 @@ class Tracker:
             if planned[i].kind != "reacquire":
                 continue
             for j in live:
+                if planned[j].track is planned[i].track:
+                    continue
                 if j != i and verdict[j] is None and _overlap(obs[i], obs[j]) > SAME_OBJECT_IOU * obs[i].area:
                     verdict[i] = f"its mask lies inside track {planned[j].track.track_id}'s"
                     break
@@ -646,7 +779,7 @@ class Tracker:
         rank = {"new": 3, "prompt": 3, "detection": 3, "propagate": 2, "reacquire": 1}
         for a_pos, a in enumerate(live):
             for b in live[a_pos + 1 :]:
-                if verdict[a] is not None or verdict[b] is not None:
+                if verdict[a] is not None or verdict[b] is not None or planned[a].track is planned[b].track:
                     continue
                 inter = _overlap(obs[a], obs[b])
                 if inter <= SAME_OBJECT_IOU * (obs[a].area + obs[b].area - inter):
@@ -655,7 +788,9 @@ class Tracker:
                 for i in (a, b):
                     p = planned[i]
                     fit = _iou(obs[i].box, p.predicted) if p.predicted is not None else 1.0
-                    key.append((rank[p.kind], fit))
+                    # the object whose colours it has keeps it (an occluder never takes an
+                    # id), else the one it fits better
+                    key.append((rank[p.kind], round(obs[i].appearance, 1), fit))
                 loser = b if key[0] >= key[1] else a
                 winner = a if loser == b else b
                 if planned[loser].kind in ("new", "prompt", "detection"):
@@ -674,11 +809,16 @@ class Tracker:
             track.centres = []
         if steady and old is not None and obs.area * STEADY_AREA <= old.area or not track.centres:
             # the whole object, neither being covered nor uncovered: its centre moved because it moved
-            track.centres = [c for c in track.centres if c[0] < obs.seq][-(VELOCITY_HISTORY - 1) :]
-            track.centres.append((obs.seq, *obs.centre))
+            track.centres = [c for c in track.centres if c[0] < obs.t][-(VELOCITY_HISTORY - 1) :]
+            track.centres.append((obs.t, *obs.centre))
             track.velocity = _slope(track.centres)
         if steady or kind in ("new", "prompt") or track.ref is None:
             track.ref = obs
+        if obs.hist is not None:
+            if track.hist is None or kind in ("new", "prompt"):
+                track.hist = obs.hist
+            elif obs.appearance >= HIST_LEARN:
+                track.hist = (1 - HIST_GAIN) * track.hist + HIST_GAIN * obs.hist
         if track.lost:
             self.counters["tracks_reacquired"] += 1
             self.events.append(f"track {track.track_id} re-acquired after {track.lost} frame(s)")
@@ -753,6 +893,16 @@ class Tracker:
                                       np.zeros(2, np.float32))
 
 
+def _low_res_box(box, factor: float, slack: float) -> tuple[int, int, int, int]:
+    """A pixel box widened by ``slack`` of its size (and 2 low-res pixels) on each side,
+    in low-res pixels (u0, v0, u1, v1)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = slack * (x1 - x0), slack * (y1 - y0)
+    return (max(0, int(math.floor((x0 - mx) * factor)) - 2), max(0, int(math.floor((y0 - my) * factor)) - 2),
+            min(LOW_RES_SIZE, int(math.ceil((x1 + mx) * factor)) + 2),
+            min(LOW_RES_SIZE, int(math.ceil((y1 + my) * factor)) + 2))
+
+
 def _clip(box: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float]:
     h, w = size
     return (min(max(float(box[0]), 0.0), w), min(max(float(box[1]), 0.0), h),
@@ -760,7 +910,7 @@ def _clip(box: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, 
 
 
 def _slope(centres: list) -> np.ndarray:
-    """Least-squares velocity (px per frame) through [(seq, x, y)]; zero for one point."""
+    """Least-squares velocity (px per time unit) through [(time, x, y)]; zero for one point."""
     n = len(centres)
     if n < 2:
         return np.zeros(2, np.float32)

@@ -15,8 +15,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import torch
 

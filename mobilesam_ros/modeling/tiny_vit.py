@@ -16,7 +16,7 @@ from torch import nn
 from .common import LayerNorm2d
 
 
-class Conv2d_BN(nn.Sequential):  # noqa: N801 - name fixes the checkpoint keys (.c, .bn)
+class Conv2d_BN(nn.Sequential):  # name fixes the checkpoint keys (.c, .bn)
     def __init__(self, in_ch: int, out_ch: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(in_ch, out_ch, ks, stride, pad, groups=groups, bias=False))

@@ -11,9 +11,13 @@ configure      parameters validated, model loaded and warmed (one encode), outpu
                publishers created; FAILURE with the start-up error's message
                (missing model, bad parameters) and the node stays unconfigured
 activate       prompt, image (and depth) subscriptions, the inference worker
-deactivate     worker stopped, subscriptions removed; model, prompts, tracks kept
+deactivate     worker stopped, subscriptions removed; model, prompts, tracks kept.
+               The frame in progress may finish (``deactivate_timeout``); one that
+               takes longer: FAILURE, the node stays active and says why
 cleanup        model released, publishers removed
-shutdown       from any state: deactivate and cleanup as needed
+shutdown       from any state: deactivate and cleanup as needed; a frame that
+               outlasts ``deactivate_timeout`` is left to finish and the model is
+               not released under it
 =============  =================================================================
 
 Parameters may be set freely while unconfigured (checked at configure); once
@@ -57,23 +61,22 @@ class SegmentLifecycleNode(LifecycleNodeMixin, SegmentNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self.deactivate():
-            self._log("warn", "deactivate: the worker is still busy with a frame; it stops after it")
+            self._log("error", f"cannot deactivate: the frame in progress took longer than deactivate_timeout "
+                               f"({self.config['deactivate_timeout']} s); the node stays active")
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.cleanup()
+        self.cleanup()  # from inactive only: the worker has stopped
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.deactivate():
-            self.cleanup()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         # a transition raised: release everything and go back to unconfigured
-        if self.deactivate():
-            self.cleanup()
-        return TransitionCallbackReturn.SUCCESS
+        return TransitionCallbackReturn.SUCCESS if self.release() else TransitionCallbackReturn.FAILURE
 
 
 def main(args: list[str] | None = None) -> int:

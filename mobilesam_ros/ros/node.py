@@ -49,36 +49,38 @@ import math
 import signal
 import sys
 import threading
-from functools import partial
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.logging import get_logger
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty, UInt16
 from std_srvs.srv import SetBool, Trigger
 
-from ..live.frames import FrameSlot
 from ..live.config import ConfigError, NodeConfig, model_help
-from ..live.stats import NodeStats, ThrottledLog, error_kind
-from ..predictor import PromptError, SamPredictor
+from ..live.frames import FrameSlot
 from ..live.prompts import PromptState
 from ..live.reconfigure import apply_to_segmenter, changed_names, check_update, needs_everything
 from ..live.scheduler import CameraScheduler
 from ..live.segmenter import StreamSegmenter, StreamWorker
+from ..live.stats import NodeStats, ThrottledLog, error_kind
 from ..live.tracking import TrackingConfig
+from ..predictor import PromptError, SamPredictor
 from ..variants import model_name
 from ..visualize import draw_overlay
+from .advice import vision_msgs_advice
+from .camera import Camera
 from .conversions import (
     ImageOut,
     compressed_msg_to_rgb,
@@ -89,9 +91,8 @@ from .conversions import (
     result_to_detections,
 )
 from .diagnostics import diagnostic_array
-from .fastdds import PROFILE_NAME, configure_fastdds_profile
-from .camera import Camera
 from .entities import EntityScope
+from .fastdds import PROFILE_NAME, configure_fastdds_profile
 from .params import current_values, declare_parameters, read_config
 
 NODE_NAME = "mobilesam"
@@ -126,9 +127,12 @@ class SegmentNode(Node):
     :meth:`activate` (subscriptions, worker), :meth:`deactivate`, :meth:`cleanup`.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, managed: bool = False, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *, managed: bool = False, startup_log: tuple[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._logger = self.get_logger()
+        if startup_log is not None:  # (level, line) from run(): under this node's own logger and level
+            self._log(*startup_log)
         self.stats = NodeStats()
         self.errors = ThrottledLog(self._log, self.stats)
         self.config: NodeConfig | None = None  # set by configure
@@ -179,7 +183,7 @@ class SegmentNode(Node):
             self._log(
                 "warn",
                 "vision_msgs is not installed: ~/prompt/boxes and ~/detections are disabled "
-                "(install it: sudo apt install ros-$ROS_DISTRO-vision-msgs)",
+                f"({vision_msgs_advice()})",
             )
         compressed = cfg["transport"] == "compressed"
         self._image_type = CompressedImage if compressed else Image
@@ -227,7 +231,7 @@ class SegmentNode(Node):
         t0 = time.perf_counter()
         try:
             runtime.encode(np.zeros((1, 3, 1024, 1024), np.float32))
-        except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run is a start-up error
+        except Exception as exc:  # a model that loads but cannot run is a start-up error
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StartupError(f"model '{cfg['model']}' loaded but its first encode failed: {text}") from exc
         self._log("debug", f"warm-up encode {time.perf_counter() - t0:.2f} s")
@@ -298,23 +302,47 @@ class SegmentNode(Node):
 
     def deactivate(self) -> bool:
         """Stop the worker and every subscription; the model, prompts and tracks stay.
-        False when the worker is still busy (see destroy_node)."""
-        stopped = self.worker.stop() if self.worker is not None else True
+
+        The frame in progress may finish first, within ``deactivate_timeout``: a frame
+        that takes longer makes this return False with nothing changed (the node stays
+        active and keeps serving), so the model is never released under a running call."""
+        if self.worker is not None:
+            timeout = self.config["deactivate_timeout"] if self.config is not None else 0.0
+            if not self.worker.hold(timeout):
+                return False
+            self.worker.stop()  # held and idle: the thread ends at once
+            self.worker = None
         self._active.destroy()
         for cam in self.cameras:
             cam.image_sub = cam.depth3d = None
-        if stopped:
-            self.worker = None
-        return stopped
+        return True
 
     def cleanup(self) -> None:
-        """Release the model and the publishers (back to before configure)."""
+        """Release the model and the publishers (back to before configure). The model is
+        closed only once no worker can call it (after a successful deactivate)."""
+        if self.worker is not None:
+            raise RuntimeError("cleanup while the worker runs: deactivate first")
         self._configured.destroy()
         runtime, self.runtime = self.runtime, None
         self.cameras = []
         self.config = None
         if runtime is not None:
             runtime.close()
+
+    def release(self) -> bool:
+        """Deactivate and clean up, for shutdown, a failed transition, ``destroy_node``
+        and Ctrl-C. When the frame in progress outlasts ``deactivate_timeout``, the worker
+        is told to stop after it and the model is left open (a process exit frees it):
+        False then."""
+        if self.deactivate():
+            self.cleanup()
+            return True
+        self._log("warn", f"the worker is still busy with a frame after {self.config['deactivate_timeout']} s "
+                          "(deactivate_timeout): it stops after that frame; the model is not released under it")
+        self.worker.stop(timeout=0.0)
+        self._active.destroy()
+        self._configured.destroy()
+        return False
 
     def _fqn(self) -> str:
         return f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
@@ -330,7 +358,7 @@ class SegmentNode(Node):
                                   num_threads=cfg["num_threads"],
                                   variant=None if cfg["variant"] == "auto" else cfg["variant"],
                                   decoder_checkpoint=str(Path(decoder).expanduser()) if decoder else None)
-        except Exception as exc:  # noqa: BLE001 - any loading failure is one clear start-up error
+        except Exception as exc:  # any loading failure is one clear start-up error
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = "" if "mobilesam-ros" in text else f"; {model_help()}"
             raise StartupError(f"cannot load model '{model}' (backend {cfg['backend']}): {text}{hint}") from exc
@@ -348,7 +376,7 @@ class SegmentNode(Node):
                     str(Path(cfg["everything.detector"]).expanduser()), conf=config.detector_conf,
                     iou=config.detector_iou, max_det=config.max_det, num_threads=cfg["num_threads"],
                 )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise StartupError(f"cannot set up segment-everything: {exc}") from exc
         if config.strategy == "boxes" and detector is None:
             self._log("info", "everything.strategy boxes without a detector: boxes come from ~/prompt/boxes")
@@ -597,7 +625,7 @@ class SegmentNode(Node):
                     return SetParametersResult(successful=False, reason=str(exc))
         self.config = new
         self._log("info", "parameters changed: " + ", ".join(f"{n}={new[n]}" for n in sorted(changed)))
-        apply = lambda: self._apply_parameters(new, changed, everything)  # noqa: E731
+        apply = partial(self._apply_parameters, new, changed, everything)
         if self.worker is not None:
             self.worker.call_soon(apply)  # between two frames, on the worker thread
         else:
@@ -650,13 +678,7 @@ class SegmentNode(Node):
         return response
 
     def destroy_node(self) -> None:
-        stopped = self.deactivate()
-        if stopped:
-            self.cleanup()
-        else:
-            # an engine still in use by a worker stuck in a long encode is left to the
-            # process exit rather than freed under it
-            self._configured.destroy()
+        self.release()
         super().destroy_node()
 
 
@@ -692,17 +714,17 @@ def run(node_class: type[SegmentNode], args: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop_on_signal)
     signal.signal(signal.SIGTERM, _stop_on_signal)
     logger = get_logger(NODE_NAME)
-    (logger.warning if profile.warning else logger.info)(profile.message)
     node = None
     try:
-        node = node_class()
+        # the profile line is logged by the node (its name, namespace and log level)
+        node = node_class(startup_log=("warn" if profile.warning else "info", profile.message))
         _spin(node)
     except StartupError as exc:
         logger.fatal(f"cannot start: {exc}")
         return 1
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if type(exc).__name__ != "ExternalShutdownException":
             raise
     finally:

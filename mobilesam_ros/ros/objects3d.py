@@ -189,7 +189,8 @@ def pointcloud_msg(points: np.ndarray, header, cloud_cls, field_cls) -> Any:
 
 def markers_msg(objects, ids, class_ids, header, marker_array_cls, marker_cls) -> Any:
     """visualization_msgs/MarkerArray (the node publishes it while someone subscribes):
-    DELETEALL first (markers of objects gone since the last frame disappear), then per object a translucent CUBE (its box, ns "boxes")
+    DELETEALL first (markers of objects gone since the last frame disappear), then per object a
+    translucent CUBE (its box, ns "boxes")
     and a TEXT_VIEW_FACING label "id class distance" above it (ns "labels"), in the
     object's overlay colour; marker id = the object id."""
     out = marker_array_cls()
@@ -271,6 +272,7 @@ class Depth3D:
         self._qos = qos  # (reliability, depth) -> QoSProfile
         self._depth_sub = None
         self._reliability: str | None = None
+        self._depth_frames = 0
         # CameraInfo is small: best effort takes it from reliable and best-effort publishers alike
         node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos("best_effort", 5))
         if cfg["qos.reliability"] == "auto":
@@ -320,6 +322,7 @@ class Depth3D:
 
     def _on_depth(self, msg) -> None:
         self.stats.count("depth_frames_received")
+        self._depth_frames += 1
         self.pairer.add_depth(_stamp_ns(msg.header), msg)
 
     def _on_info(self, msg) -> None:
@@ -410,5 +413,6 @@ class Depth3D:
             "depth_topic": self.depth_topic,
             "depth_reliability": self._reliability or "waiting for a publisher",
             "camera_info": "received" if self._info is not None else f"waiting on {self.info_topic}",
+            "depth": f"{self._depth_frames} received" if self._depth_frames else f"none received yet on {self.depth_topic}",
             "depth_last_skip": self.last_skip,
         }

@@ -76,7 +76,7 @@ def shared_cpu_arena(ort) -> bool:
                 # max_mem 0 (no limit), default extend strategy, chunk size and dead bytes
                 ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
                 _shared_arena_ready = True
-            except Exception:  # an older or unusual build: per-session arenas, as before
+            except Exception:  # noqa: BLE001 - an older or unusual build: per-session arenas, as before
                 _shared_arena_ready = False
         return _shared_arena_ready
 
@@ -327,6 +327,9 @@ class OnnxRuntime(Runtime):
                     "trt_timing_cache_enable": "True",
                     "trt_timing_cache_path": str(self.cache_dir),
                 }
+                if self.info.get("precision") == "int8":
+                    # an int8 directory's graphs carry their own Q/DQ scales (explicit quantisation)
+                    opts["trt_int8_enable"] = "True"
                 if profile:
                     for i, key in enumerate(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")):
                         opts[key] = profile_shapes_string({name: shapes[i] for name, shapes in profile.items()})
@@ -354,8 +357,9 @@ class OnnxRuntime(Runtime):
     def describe(self) -> str:
         threads = self.num_threads or "auto"
         provider = self.providers[0].replace("ExecutionProvider", "")
+        precision = "int8" if self.info.get("precision") == "int8" else self.precision
         return (
-            f"onnxruntime {self._ort.__version__} {provider} ({self.precision}, "
+            f"onnxruntime {self._ort.__version__} {provider} ({precision}, "
             f"{self.info.get('decoder_graph', '?')} decoder, threads {threads}, optimisation {self.graph_optimization})"
         )
 

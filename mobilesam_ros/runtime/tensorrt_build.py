@@ -173,7 +173,8 @@ def _make_progress_monitor(trt, log: Callable[[str], None]):
 
         def step_complete(self, phase_name, step):
             if self._depth.get(phase_name, 9) == 0:
-                log(f"  [{time.perf_counter() - self._started:6.1f} s] {phase_name}: step {step + 1}/{self._steps.get(phase_name, '?')}")
+                elapsed = time.perf_counter() - self._started
+                log(f"  [{elapsed:6.1f} s] {phase_name}: step {step + 1}/{self._steps.get(phase_name, '?')}")
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
@@ -211,6 +212,25 @@ def mark_fp32_layers(trt, network) -> int:
     return count
 
 
+def count_qdq_layers(trt, network) -> int:
+    """Quantize / dequantize layers in a parsed network: an int8 model directory's graphs
+    (``export --quantize int8``) carry them, with the scales calibration chose."""
+    kinds = {getattr(trt.LayerType, name, None) for name in ("QUANTIZE", "DEQUANTIZE")} - {None}
+    return sum(network.get_layer(i).type in kinds for i in range(network.num_layers))
+
+
+def enable_explicit_int8(trt, config) -> bool:
+    """Explicit quantisation: TensorRT 10 builds Q/DQ layers in int8 only with the INT8
+    builder flag on a weakly typed network (no calibrator: the scales are in the graph);
+    TensorRT 11 has no such flag (strongly typed networks follow the Q/DQ types).
+    Returns whether the flag was set."""
+    flag = getattr(trt.BuilderFlag, "INT8", None)
+    if flag is None:
+        return False
+    config.set_flag(flag)
+    return True
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -243,6 +263,11 @@ def build_engine(
             log(f"{part}: {pinned} LayerNorm / softmax / reduction layers kept in fp32")
     elif getattr(trt.BuilderFlag, "TF32", None) is not None:
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32 (parity tolerance 1e-3)
+    qdq = count_qdq_layers(trt, network)
+    if qdq:
+        flagged = enable_explicit_int8(trt, config)
+        log(f"{part}: {qdq} Q/DQ layers: explicit int8 quantisation with the graph's scales"
+            f"{' (INT8 builder flag set)' if flagged else ''}; the other layers in {options.precision}")
     profile_shapes = options.profile(part)
     if profile_shapes:
         profile = builder.create_optimization_profile()

@@ -25,7 +25,6 @@ from ..variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, check_variant
 from ..weights import sha256_file
 from .base import DecoderOutput, Runtime, RuntimeUnavailable
 
-
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DECODER_GRAPHS = ("fast", "plain")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")

@@ -155,3 +155,108 @@ def make_scene(seed: int, width: int = 640, height: int = 480, style: str = "gra
         masks = [draw_shape(image, "disk", (width / 2, height / 2), 100 * max(scale, 0.5), 0.0, color)]
         kinds, colors = ["disk"], [color]
     return Scene(image, np.stack(masks), kinds, colors)
+
+
+# --- moving sequences (tracking with known truth) ---------------------------------------------------
+def bounce(v: float, lo: float, hi: float) -> float:
+    """``v`` folded into [lo, hi] as a ball bouncing between two walls."""
+    if hi <= lo:
+        return (lo + hi) / 2.0
+    span = hi - lo
+    m = (v - lo) % (2 * span)
+    return lo + (m if m <= span else 2 * span - m)
+
+
+@dataclass
+class Mover:
+    """One shape of a :class:`Sequence`: drawn as :func:`draw_shape` draws it, moving from
+    ``start`` at ``velocity`` px per frame, bouncing off the image borders (``margin``
+    px inside them), or following ``path(t) -> (x, y)`` when given."""
+
+    kind: str
+    size: float
+    color: tuple[int, int, int]
+    start: tuple[float, float]
+    velocity: tuple[float, float] = (0.0, 0.0)
+    angle: float = 0.0
+    aspect: float = 1.0
+    vertices: np.ndarray | None = None
+    path: object = None  # callable t -> (x, y), overrides start/velocity
+    prompt: str = "object_point"  # how a benchmark prompts it: point | object_point | object_box
+    margin: float = 0.0
+
+    def centre(self, t: float, width: int, height: int) -> tuple[float, float]:
+        if self.path is not None:
+            return self.path(t)
+        half = self.size / 2.0 + self.margin
+        return (bounce(self.start[0] + self.velocity[0] * t, half, width - half),
+                bounce(self.start[1] + self.velocity[1] * t, half, height - half))
+
+
+@dataclass
+class Sequence:
+    """Toy-world shapes moving over a static background of one style (drawn back to
+    front: later movers occlude earlier ones). ``render(t)`` gives the image and each
+    mover's visible mask (occlusion applied), for any (also fractional) time ``t``.
+
+    The interface of the tracking benchmark's scenes (``width``, ``height``,
+    ``frames``, ``shapes`` with ``.prompt``, ``render``)."""
+
+    width: int
+    height: int
+    frames: int
+    movers: list[Mover]
+    style: str = "gradient"
+    seed: int = 0
+    name: str = ""
+    _background: np.ndarray | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def shapes(self) -> list[Mover]:
+        return self.movers
+
+    def background(self) -> np.ndarray:
+        if self._background is None:
+            self._background = background(np.random.default_rng(self.seed), self.width, self.height, self.style)
+        return self._background
+
+    def render(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, 3) uint8 RGB, visible masks (N, H, W) bool) at time ``t`` (frames)."""
+        if t in self._cache:
+            return self._cache[t]
+        image = self.background().copy()
+        masks = np.zeros((len(self.movers), self.height, self.width), bool)
+        for i, m in enumerate(self.movers):
+            mask = draw_shape(image, m.kind, m.centre(t, self.width, self.height), m.size, m.angle, m.color,
+                              aspect=m.aspect, vertices=m.vertices)
+            masks[:i] &= ~mask
+            masks[i] = mask
+        if len(self._cache) > 4:
+            self._cache.clear()
+        self._cache[t] = (image, masks)
+        return image, masks
+
+
+def random_mover(rng: np.random.Generator, width: int, height: int, size: float, speed: float,
+                 image: np.ndarray | None = None, kind: str | None = None) -> Mover:
+    """A shape of about ``size`` px at a random place, moving at ``speed`` px per frame in a
+    random direction (its colour far from the background there, when ``image`` is given)."""
+    kind = kind or str(rng.choice(KINDS))
+    cx = rng.uniform(size / 2, width - size / 2)
+    cy = rng.uniform(size / 2, height - size / 2)
+    if image is not None:
+        color = _distinct_color(rng, image, (int(cx), int(cy)))
+    else:
+        color = tuple(int(c) for c in rng.integers(30, 256, 3))
+    aspect = float(rng.uniform(0.55, 1.0)) if kind != "disk" else 1.0
+    vertices = None
+    if kind == "polygon":  # fixed vertices: the shape must not change from frame to frame
+        n = int(rng.integers(5, 8))
+        a = np.sort((np.arange(n) + rng.uniform(-0.3, 0.3, n)) * 2 * np.pi / n)
+        radius = rng.uniform(0.7, 1.0, n)
+        vertices = np.stack([np.cos(a) * radius, np.sin(a) * radius], 1)
+    heading = rng.uniform(0, 2 * np.pi)
+    return Mover(kind, float(size), color, (float(cx), float(cy)),
+                 (float(speed * np.cos(heading)), float(speed * np.sin(heading))),
+                 float(rng.uniform(0, np.pi)), aspect, vertices)

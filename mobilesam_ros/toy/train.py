@@ -140,7 +140,8 @@ def jitter_box(rng: np.random.Generator, box: np.ndarray, size: tuple[int, int],
                      np.clip(out[2], out[0] + 2, w), np.clip(out[3], out[1] + 2, h)], np.float32)
 
 
-def make_prompt(rng: np.random.Generator, scene: Scene, index: int, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def make_prompt(rng: np.random.Generator, scene: Scene, index: int,
+                kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(coords (N, 2) original pixels, labels (N,), mask_input (256, 256) or None) as SAM's
     predictor builds them: points, then box corners (labels 2, 3), or one padding point
     when there is no box."""
