@@ -108,9 +108,10 @@ setup(
         # the tests decode it with pycocotools)
         "bag": ["rosbags>=0.10"],
         # rosdep: test/test_rosdep.py checks package.xml against the real key database;
-        # ruff: the linter CI runs (ruff.toml; pinned to a minor version: its rules change)
+        # ruff: the linter CI runs (ruff.toml; pinned to a minor version: its rules change);
+        # mkdocs: the documentation site (mkdocs.yml; 1.6 validates anchors)
         "test": ["pytest>=7", "onnx>=1.15", "rosbags>=0.10", "pycocotools>=2.0.7", "rosdep>=0.25",
-                 "ruff>=0.17,<0.18"],
+                 "ruff>=0.17,<0.18", "mkdocs>=1.6,<2"],
     },
     cmdclass={"install": Install, "develop": Develop},
     zip_safe=False,

@@ -451,6 +451,13 @@ def export_model(
             "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "validation": validation,
         }
+        if decoder_checkpoint is None:
+            from .toy.model import everything_defaults
+
+            recorded = everything_defaults(sam.state_dict())
+            if recorded is not None:  # the toy-world model: segment-everything thresholds that suit it
+                info["everything"] = {"note": "recommended thresholds for the toy-world model (docs: Segment "
+                                              "everything, 'Thresholds recorded per model')", **recorded}
         for part in ("encoder", "decoder"):
             info[part].pop("ops")
         tmp = out / (MODEL_JSON + ".tmp")

@@ -68,7 +68,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_MSE_GRID = (0.25, 0.35, 0.45, 0.55, 0.65, 0.72, 0.8, 0.86, 0.92, 0.96, 1.0)
 #: rows (tokens, pixels) of each activation ``output-mse`` keeps per calibration run
 OUTPUT_MSE_ROWS = 2048
-#: which layer types are quantised, per part (see ``README``: Conv in int8 measured no
+#: which layer types are quantised, per part (see docs/deployment.md, "int8 models": Conv in int8 measured no
 #: faster on CPU here, and the first convolutions see the image itself)
 DEFAULT_OPS = {"encoder": ("MatMul", "Gemm"), "decoder": ("MatMul", "Gemm")}
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv")
@@ -435,8 +435,8 @@ def quantize_graph(src: Path, dst: Path, part: str, options: QuantizeOptions, fe
     )
 
     started = time.perf_counter()
-    # onnxruntime.quantization logs advice ("consider pre-processing": measured here, see the
-    # README) on the root logger; the command prints its own lines
+    # onnxruntime.quantization logs advice ("consider pre-processing": measured here, see
+    # docs/deployment.md) on the root logger; the command prints its own lines
     logging.disable(logging.WARNING)
     model = onnx.load(str(src))
     _name_nodes(model, part)

@@ -23,4 +23,5 @@ source "$repo/scripts/ros_env.sh" "$VENV"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}"
 cd "$repo"
 # no path arguments: setup.cfg's testpaths (test/)
-exec python -m pytest -q -ra "$@"
+# the slowest tests are listed at the end, so a test that grows is seen
+exec python -m pytest -q -ra --durations=15 "$@"

@@ -179,7 +179,9 @@ def test_gpu_provider_options(tmp_path):
     rt = OnnxRuntime.__new__(OnnxRuntime)
     rt._ort, rt.device_id, rt.precision, rt.cache_dir = onnxruntime, 1, "fp16", tmp_path / "cache"
     rt._trt_fp32_layernorm = True
+    rt.info = {"precision": "fp32"}  # model.json of an fp32 export
     trt, cuda, cpu = rt._provider_options([TRT_EP, CUDA_EP, CPU_EP], decoder_profile(32, 8, 4, 2))
+    assert "trt_int8_enable" not in trt
     assert trt["device_id"] == "1" and trt["trt_fp16_enable"] == "True"
     assert trt["trt_layer_norm_fp32_fallback"] == "True"
     assert trt["trt_engine_cache_enable"] == "True" and trt["trt_engine_cache_path"] == str(tmp_path / "cache")
@@ -188,6 +190,8 @@ def test_gpu_provider_options(tmp_path):
     assert cuda["device_id"] == "1" and cuda["use_tf32"] == "0" and cpu == {}
     encoder_trt = rt._provider_options([TRT_EP], None)[0]
     assert not any(k.startswith("trt_profile") for k in encoder_trt)  # static encoder: no profile
+    rt.info = {"precision": "int8"}  # export --quantize int8: TensorRT builds its int8 engine from the QDQ graph
+    assert rt._provider_options([TRT_EP], None)[0]["trt_int8_enable"] == "True"
 
 
 def test_clear_errors(exported_model, tmp_path):

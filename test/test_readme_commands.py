@@ -1,5 +1,6 @@
 """The README's commands, run exactly as written: every fenced bash block preceded by
-``<!-- readme-test: WHERE -->`` runs in bash (``set -e``: a failing command fails it).
+``<!-- readme-test: WHERE -->`` in README.md or docs/*.md runs in bash (``set -e``: a
+failing command fails it; a block repeated word for word runs once).
 
 WHERE: ``clone`` runs it in this clone (setup re-runs cheaply there: pip skips what is
 installed, the command line is cached), ``scratch`` in an empty folder; ``HOME=scratch``
@@ -29,9 +30,9 @@ MARKER = re.compile(r"^([ \t]*)<!-- readme-test: ([^>]*?) -->\n\1```bash\n(.*?)^
 DOMAIN = domain_for(__name__)
 
 
-def readme_blocks() -> list[tuple[str, str, int]]:
+def readme_blocks(path: Path = REPO / "README.md") -> list[tuple[str, str, int]]:
     """(where, code, line number) of each marked block."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
     blocks = []
     for match in MARKER.finditer(text):
         indent, where, body = match.groups()
@@ -40,7 +41,20 @@ def readme_blocks() -> list[tuple[str, str, int]]:
     return blocks
 
 
+def doc_blocks() -> list[tuple[str, str, str]]:
+    """(where, code, "file:line") of the marked blocks of README.md and docs/*.md; a block
+    that the docs repeat word for word (the README's quick start) runs once."""
+    seen, blocks = set(), []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for where, code, line in readme_blocks(path):
+            if (where, code) not in seen:
+                seen.add((where, code))
+                blocks.append((where, code, f"{path.relative_to(REPO)}:{line}"))
+    return blocks
+
+
 BLOCKS = readme_blocks()
+DOC_BLOCKS = doc_blocks()
 
 
 def test_the_readme_marks_its_setup_workspace_and_first_commands():
@@ -63,7 +77,7 @@ def _checks(code: str, out: str, cwd: Path, home: Path | None) -> None:
         assert (cwd / "models" / "toy_world.pt").stat().st_size > 30e6
 
 
-@pytest.mark.parametrize("where,code,line", BLOCKS, ids=[f"README.md:{line}" for _, _, line in BLOCKS])
+@pytest.mark.parametrize("where,code,line", DOC_BLOCKS, ids=[line for _, _, line in DOC_BLOCKS])
 def test_readme_block_runs_as_written(where, code, line, tmp_path):
     options = [o.strip() for o in where.split(",")]
     cwd = REPO if "clone" in options else tmp_path / "cwd"
@@ -76,10 +90,10 @@ def test_readme_block_runs_as_written(where, code, line, tmp_path):
         env["HOME"] = str(home)
     if re.search(r"^\s*ros2 ", code, re.M) and not (Path(sys.executable).parent / "ros2").is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"README.md:{line} uses ros2, which setup did not install in {sys.prefix}")
+            pytest.fail(f"{line} uses ros2, which setup did not install in {sys.prefix}")
         pytest.skip("no ros2 command line in this venv (scripts/setup_env.sh installs it where vendored)")
     result = subprocess.run(["bash", "-c", "set -e -o pipefail\n" + code], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     out = result.stdout + result.stderr
-    assert result.returncode == 0, f"README.md:{line} failed (exit {result.returncode}):\n{code}\n---\n{out[-4000:]}"
+    assert result.returncode == 0, f"{line} failed (exit {result.returncode}):\n{code}\n---\n{out[-4000:]}"
     _checks(code, out, cwd, home)

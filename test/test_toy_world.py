@@ -71,7 +71,7 @@ def test_toy_checkpoint_loads_strictly(toy_checkpoint):
 
 def test_toy_model_segments_held_out_scenes(toy_checkpoint):
     """A small held-out check of the shipped model (the full evaluation is
-    ``python -m mobilesam_ros.toy.evaluate``; its figures are in the README)."""
+    ``python -m mobilesam_ros.toy.evaluate``; its figures are in docs/models.md)."""
     from mobilesam_ros.predictor import SamPredictor
     from mobilesam_ros.runtime import create_runtime
     from mobilesam_ros.toy.evaluate import eval_scene, evaluate
@@ -88,7 +88,7 @@ def test_toy_model_segments_held_out_scenes(toy_checkpoint):
 # floors for the 4-scene check: measured on these scenes box 0.953, point 0.947, r 0.593
 # (AMD EPYC and Intel Xeon alike; untrained: ~0.02), less a margin for float differences
 # between machines and builds: 0.02 / 0.025 on the IoUs, 0.04 on the correlation (ten
-# objects: one mask's change moves r most); the full evaluation is in the README
+# objects: one mask's change moves r most); the full evaluation is in docs/models.md
 BOX_IOU_FLOOR = 0.93
 POINT_IOU_FLOOR = 0.92
 PEARSON_R_FLOOR = 0.55

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--imgsz", type=int_at_least(32), default=None, help="detector input size (default: the model's, else 1024)")
     d.add_argument("--border-snap", type=float_in(0), default=20.0,
                    help="snap box edges this close (input pixels) to the image border onto it (default 20)")
-    f = parser.add_argument_group("filters (default: 0.88 / 0.95 for the grids as SAM, none for boxes as MobileSAMv2)")
+    f = parser.add_argument_group(
+        "filters (default: what the model records in model.json, the toy-world model's own; else 0.88 / 0.95 for "
+        "the grids as SAM, none for boxes as MobileSAMv2)")
     f.add_argument("--pred-iou-thresh", type=float_in(0, 1), default=None, help="drop masks with predicted IoU not above this")
     f.add_argument("--stability-thresh", type=float_in(0, 1), default=None, help="drop masks with stability score below this")
     f.add_argument("--nms", default="box", choices=("box", "mask"), help="duplicate removal by box or mask IoU (default box)")
@@ -123,6 +125,7 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from ..everything import EverythingSegmenter
     from ..everything.masks import coco_document, write_coco_json
+    from ..everything.segmenter import model_defaults
     from ..predictor import SamPredictor
     from ..variants import model_name
 
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if config.strategy == "boxes" and not (args.detector or args.boxes_json):
         raise CommandError(
             "--strategy boxes needs boxes: give --detector ONNX (MobileSAMv2's ObjectAwareModel or any YOLOv8 "
-            "detector exported to ONNX, see the README) or --boxes-json FILE, or use --strategy grid/hierarchical"
+            "detector exported to ONNX, see docs/everything.md) or --boxes-json FILE, or use --strategy grid/hierarchical"
         )
     if args.detector and args.boxes_json:
         raise CommandError("give --detector or --boxes-json, not both")
@@ -164,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
         f"call(s), {len(result)} mask(s); {parts}; total {elapsed:.0f} ms",
         file=sys.stderr,
     )
+    recorded = model_defaults(runtime, config.strategy)
+    if recorded:  # say which thresholds ran when the model's recorded ones replaced SAM's
+        source = {"set": "set", "model": "recorded for this model", "published": "published"}
+        used = ", ".join(f"{name} {config.resolved(name, recorded):g} ({source[config.threshold_source(name, recorded)]})"
+                         for name in ("pred_iou_thresh", "stability_score_thresh"))
+        print(f"thresholds: {used}; --pred-iou-thresh / --stability-thresh override", file=sys.stderr)
     if config.strategy == "boxes" and result.num_prompts == 0:
         why = (f"{args.boxes_json} holds no boxes" if boxes is not None
                else f"the detector found nothing above --conf {config.detector_conf:g}")
@@ -176,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         doc = coco_document(
             result.coco_annotations(), image.shape[0], image.shape[1], Path(args.image).name,
             strategy=config.strategy, decoder_calls=result.decoder_calls, timings_ms=result.timings_ms,
-            config=config.to_dict(),
+            config=config.to_dict(recorded),
         )
         try:
             coco_path.parent.mkdir(parents=True, exist_ok=True)

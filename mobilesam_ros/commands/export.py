@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-only", action="store_true",
                         help="re-export only the decoder into DIR, keeping its encoder.onnx (e.g. to switch to "
                              "--single-mask)")
-    quant = parser.add_argument_group("int8 (see README, 'int8 models')")
+    quant = parser.add_argument_group("int8 (see docs/deployment.md, 'int8 models')")
     quant.add_argument("--quantize", choices=("int8",),
                        help="write an int8 model directory (same files; every ONNX Runtime path and TensorRT run it)")
     quant.add_argument("--int8-scheme", choices=("qdq", "dynamic"), default="qdq",

@@ -131,19 +131,35 @@ class EverythingConfig:
                 f"(sparse grid = points_per_side // {self.hierarchical_factor})"
             )
 
-    def resolved(self, name: str) -> float:
-        """A threshold with None replaced by the strategy's default."""
+    def resolved(self, name: str, recorded: dict | None = None) -> float:
+        """A threshold with None replaced by the model's recorded value for this strategy
+        (``recorded``: ``model_defaults(runtime, strategy)``), else the strategy's published default."""
         value = getattr(self, name)
+        if value is None and recorded and recorded.get(name) is not None:
+            value = recorded[name]
         return float(_STRATEGY_DEFAULTS[self.strategy][name] if value is None else value)
+
+    def threshold_source(self, name: str, recorded: dict | None = None) -> str:
+        """Where ``resolved(name, recorded)`` comes from: "set", "model" or "published"."""
+        if getattr(self, name) is not None:
+            return "set"
+        return "model" if recorded and recorded.get(name) is not None else "published"
 
     def with_(self, **changes: Any) -> "EverythingConfig":
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, recorded: dict | None = None) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["pred_iou_thresh"] = self.resolved("pred_iou_thresh")
-        out["stability_score_thresh"] = self.resolved("stability_score_thresh")
+        out["pred_iou_thresh"] = self.resolved("pred_iou_thresh", recorded)
+        out["stability_score_thresh"] = self.resolved("stability_score_thresh", recorded)
         return out
+
+
+def model_defaults(runtime, strategy: str) -> dict | None:
+    """The thresholds a model records for ``strategy`` (``runtime.everything_defaults``:
+    model.json's "everything", or the toy-world model's), or None."""
+    recorded = getattr(runtime, "everything_defaults", None) or {}
+    return recorded.get(strategy) or None
 
 
 @dataclass
@@ -364,8 +380,9 @@ class _Run:
         self.decoder_calls = 0
         self.num_prompts = 0
         self.nms_thresh = published_nms_thresh(cfg, predictor) if cfg.nms_thresh is None else float(cfg.nms_thresh)
-        self.iou_thresh = cfg.resolved("pred_iou_thresh")
-        self.stab_thresh = cfg.resolved("stability_score_thresh")
+        recorded = model_defaults(self.runtime, cfg.strategy)
+        self.iou_thresh = cfg.resolved("pred_iou_thresh", recorded)
+        self.stab_thresh = cfg.resolved("stability_score_thresh", recorded)
         self.lr_h, self.lr_w = low_res_valid_size(emb.input_size)
         self.cand = _Candidates()
         self.stats = {"decoded_masks": 0, "after_iou": 0, "after_stability": 0, "upsampled": 0}

@@ -1,6 +1,7 @@
 """The segment node's parameters, without ROS: one table (name, default, meaning,
 allowed values) used to declare them, validate them at start-up, document them
-(config/segment.yaml, the README table) and test that all three agree.
+(config/segment.yaml, the table in docs/ros-node.md, generated at the docs build) and
+test that they agree.
 """
 
 from __future__ import annotations
@@ -134,10 +135,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     R("everything.max_det", 300, "most detector boxes", None, 1),
     R("everything.points_per_side", 32, "grid points per side (grid; hierarchical: dense grid)", None, 1, 256),
     R("everything.points_per_batch", 64, "grid points per decoder call", None, 1, 4096),
-    R("everything.pred_iou_thresh", -1.0, "drop masks with predicted IoU not above this; -1 = strategy "
-      "default (0.88 grid/hierarchical, 0 boxes)", None, -1.0, 1.0),
-    R("everything.stability_score_thresh", -1.0, "drop masks with a lower stability score; -1 = strategy "
-      "default (0.95 grid/hierarchical, 0 boxes)", None, -1.0, 1.0),
+    R("everything.pred_iou_thresh", -1.0, "drop masks with predicted IoU not above this; -1 = the model's "
+      "recorded value (model.json 'everything'; the toy-world model's), else the strategy default (0.88 "
+      "grid/hierarchical, 0 boxes)", None, -1.0, 1.0),
+    R("everything.stability_score_thresh", -1.0, "drop masks with a lower stability score; -1 = the model's "
+      "recorded value (model.json 'everything'; the toy-world model's), else the strategy default (0.95 "
+      "grid/hierarchical, 0 boxes)", None, -1.0, 1.0),
     R("everything.nms_thresh", -1.0, "box NMS IoU threshold between masks (1.0 = off); -1 = the model's published "
       "default (0.7; off for MobileSAMv2's prompt-guided decoder with boxes, as its script)", None, -1.0, 1.0),
     R("everything.min_area", 0, "drop masks with fewer pixels", None, 0),
@@ -341,7 +344,7 @@ def _cross_checks(v: dict[str, Any], check_files: bool) -> list[str]:
 
 
 def spec_table(names: Iterable[str] | None = None) -> str:
-    """The parameter table as Markdown (for the README)."""
+    """The parameter table as Markdown (docs/ros-node.md, filled in by scripts/docs_hooks.py)."""
     rows = ["| parameter | default | meaning (run time: changeable with `ros2 param set` while running) |",
             "| --- | --- | --- |"]
     for spec in PARAMETERS:

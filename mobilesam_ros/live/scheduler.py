@@ -20,7 +20,7 @@ call would take ``Runtime.encode`` accepting (B, 3, 1024, 1024) (an ONNX encoder
 exported with a dynamic batch axis, a TensorRT profile with B > 1) and a step that
 takes the newest frame of *every* ready camera, encodes them together, then runs
 each camera's ``StreamSegmenter.segment`` on its own embedding; the round-robin loop
-here is where that step would go (see the README, "Several cameras").
+here is where that step would go (see docs/ros-node.md, "Several cameras, one model").
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ shutdown       from any state: deactivate and cleanup as needed; a frame that
 =============  =================================================================
 
 Parameters may be set freely while unconfigured (checked at configure); once
-configured only the run-time ones change (see the README). Drive it with
+configured only the run-time ones change (see docs/ros-node.md, "Run-time parameters"). Drive it with
 ``ros2 lifecycle set /mobilesam configure`` / ``activate`` or the launch file's
 ``lifecycle:=true`` (which configures and activates it, like yolo_ros).
 """

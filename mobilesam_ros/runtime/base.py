@@ -67,6 +67,11 @@ class Runtime(abc.ABC):
     #: where the prompt encoder + mask decoder weights came from when not from the
     #: checkpoint: MobileSAMv2's prompt-guided decoder, {"kind", "file", "sha256"}
     prompt_decoder: dict | None = None
+    #: segment-everything thresholds recorded for this model, per strategy:
+    #: {"grid": {"pred_iou_thresh": 0.5, ...}, ...} (model.json's "everything"; for a
+    #: checkpoint, the toy-world model's when it is that model); None: SAM's published ones.
+    #: Thresholds set explicitly (CLI, node parameters) win over these.
+    everything_defaults: dict | None = None
 
     @abc.abstractmethod
     def encode(self, image: np.ndarray) -> np.ndarray:
@@ -127,3 +132,32 @@ def thread_output_buffers(local, batch: int, num_mask_outputs: int) -> tuple[np.
         local.iou = np.empty((batch, num_mask_outputs), np.float32)
         local.masks = np.empty((batch, num_mask_outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
     return local.iou[:batch], local.masks[:batch]
+
+
+#: what a model may record per everything strategy (model.json "everything")
+EVERYTHING_DEFAULT_KEYS = ("pred_iou_thresh", "stability_score_thresh")
+EVERYTHING_STRATEGIES = ("boxes", "grid", "hierarchical")
+
+
+def check_everything_defaults(value, source: str) -> dict | None:
+    """model.json's ``"everything"`` entry -> {strategy: {threshold: float}}, or None when
+    absent. Raises ValueError naming ``source`` for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: 'everything' must be an object {{strategy: {{threshold: value}}}}")
+    out: dict = {}
+    for strategy, values in value.items():
+        if strategy in ("note", "source"):  # free text about where the values come from
+            continue
+        if strategy not in EVERYTHING_STRATEGIES or not isinstance(values, dict):
+            raise ValueError(f"{source}: 'everything' has {strategy!r}; expected {', '.join(EVERYTHING_STRATEGIES)} "
+                             "with an object of thresholds each")
+        out[strategy] = {}
+        for key, number in values.items():
+            if key not in EVERYTHING_DEFAULT_KEYS:
+                raise ValueError(f"{source}: everything.{strategy}.{key} is not one of {', '.join(EVERYTHING_DEFAULT_KEYS)}")
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0.0 <= number <= 1.0:
+                raise ValueError(f"{source}: everything.{strategy}.{key} must be a number in [0, 1], got {number!r}")
+            out[strategy][key] = float(number)
+    return out

@@ -31,6 +31,7 @@ from .base import (
     Runtime,
     RuntimeUnavailable,
     check_decoder_inputs,
+    check_everything_defaults,
     thread_output_buffers,
 )
 
@@ -118,6 +119,10 @@ def read_model_info(model_dir: str | os.PathLike) -> dict:
         raise ModelDirError(str(exc)) from exc
     if always_three_masks(info["variant"]) and info["num_mask_outputs"] != 4:
         raise ModelDirError(f"{meta}: a {info['variant']} model needs the 4-output decoder; re-export without --single-mask")
+    try:  # segment-everything thresholds recorded for this model (optional)
+        info["everything"] = check_everything_defaults(info.get("everything"), str(meta))
+    except ValueError as exc:
+        raise ModelDirError(str(exc)) from exc
     info["_dir"] = str(path)
     return info
 
@@ -258,6 +263,7 @@ class OnnxRuntime(Runtime):
         self.num_mask_outputs = int(self.info["num_mask_outputs"])
         self.variant = self.info["variant"]
         self.prompt_decoder = self.info.get("prompt_decoder")
+        self.everything_defaults = self.info.get("everything")
         self.device_id = int(device.split(":")[1]) if ":" in device else 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.model_dir / "trt_cache"
         self._trt_profile = decoder_profile(trt_max_prompts, trt_max_points, trt_opt_prompts, trt_opt_points)

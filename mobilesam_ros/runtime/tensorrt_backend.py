@@ -212,6 +212,7 @@ class TensorRTRuntime(Runtime):
         self.num_mask_outputs = int(self.info["num_mask_outputs"])
         self.variant = self.info["variant"]  # checked by read_model_info
         self.prompt_decoder = self.info.get("prompt_decoder")
+        self.everything_defaults = self.info.get("everything")
         self._log = log or (lambda _msg: None)
         self._cuda = None
         self._ctx = None

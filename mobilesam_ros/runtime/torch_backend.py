@@ -60,6 +60,10 @@ class TorchRuntime(Runtime):
         if decoder_checkpoint is not None:
             self.prompt_decoder = {"kind": PROMPT_GUIDED_DECODER, "file": Path(decoder_checkpoint).name,
                                    "sha256": sha256_file(decoder_checkpoint)}
+        if decoder_checkpoint is None:  # the toy-world model, recognised by its weights
+            from ..toy.model import everything_defaults
+
+            self.everything_defaults = everything_defaults(sam.state_dict())
         # the decoders capture the positional encoding (and, the fast one, re-arranged
         # projection weights) of the loaded weights at build time
         sam = sam.eval().to(self.device)
