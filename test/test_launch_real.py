@@ -74,13 +74,15 @@ def ros2(*args: str, timeout: float = 60.0) -> str:
         time.sleep(0.3)
 
 
-def ros2_until(args: list[str], expected: str, timeout: float = 60.0) -> str:
-    """Repeat a `ros2` call until its output has ``expected`` (discovery takes a moment)."""
+def ros2_until(args: list[str], expected: str | tuple[str, ...], timeout: float = 60.0) -> str:
+    """Repeat a `ros2` call until its output has ``expected`` (each of them, for a tuple):
+    discovery takes a moment, and entities appear in no particular order."""
+    wanted = (expected,) if isinstance(expected, str) else expected
     deadline = time.monotonic() + timeout
     out = ""
     while time.monotonic() < deadline:
         out = ros2(*args)
-        if expected in out:
+        if all(text in out for text in wanted):
             return out
         time.sleep(0.5)
     return out
@@ -234,9 +236,10 @@ def test_lifecycle_without_autostart_waits_for_ros2_lifecycle_set(exported_model
             assert "Transitioning successful" in out, out + launch.log()
         assert "active [3]" in ros2("lifecycle", "get", "--no-daemon", "/mobilesam")
         # one node, two cameras: each reads <name>/image and publishes ~/<name>/mask
-        topics = set(ros2_until(["topic", "list", "--no-daemon"], "/mobilesam/rear/mask").split())
-        assert {"/mobilesam/front/mask", "/mobilesam/rear/mask", "/mobilesam/front/prompt/click",
-                "/mobilesam/rear/prompt/click"} <= topics, topics
+        per_camera = ("/mobilesam/front/mask", "/mobilesam/rear/mask", "/mobilesam/front/prompt/click",
+                      "/mobilesam/rear/prompt/click")
+        topics = set(ros2_until(["topic", "list", "--no-daemon"], per_camera).split())
+        assert set(per_camera) <= topics, topics
         log = launch.log()
         assert "rviz:=true but rviz2 is not installed" in log, log  # the node starts without it
         # log_level:=warn: the node's info lines (the Fast DDS profile line first) are not printed
