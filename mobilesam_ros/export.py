@@ -26,21 +26,13 @@ import torch
 from torch import nn
 
 from . import __version__
+from .geometry import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from .modeling import SamDecoder, SamEncoder, load_sam
 from .modeling.fast_decoder import FastSamDecoder
-from .runtime.base import (
-    DECODER_INPUT_NAMES,
-    DECODER_OUTPUT_NAMES,
-    EMBED_DIM,
-    EMBED_SIZE,
-    ENCODER_INPUT_NAMES,
-    ENCODER_OUTPUT_NAMES,
-    IMAGE_SIZE,
-    LOW_RES_SIZE,
-)
+from .runtime.base import DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES, ENCODER_INPUT_NAMES, ENCODER_OUTPUT_NAMES
 from .transforms import PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from .variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, always_three_masks, check_variant
-from .weights import MOBILE_SAM_SHA256, PROMPT_GUIDED_DECODER_SHA256, sha256_file
+from .weights import MOBILE_SAM_SHA256, PROMPT_GUIDED_DECODER_SHA256, everything_defaults, sha256_file
 
 MODEL_JSON = "model.json"
 ENCODER_FILE = "encoder.onnx"
@@ -365,9 +357,43 @@ def export_model(
     encoder (tests, experiments).
     """
     started = time.perf_counter()
-    checkpoint = Path(checkpoint)
-    out = Path(out_dir)
+    checkpoint, out = Path(checkpoint), Path(out_dir)
     variant = check_variant(variant)
+    _check_export_request(out, opset, decoder_graph, variant, single_mask, decoder_checkpoint, encoder)
+    num_mask_outputs = 1 if single_mask else 4
+    # everything that can fail on the inputs fails before anything is written
+    sam = load_sam(checkpoint, decoder_checkpoint)
+    digest = sha256_file(checkpoint)
+    prompt_decoder = _prompt_decoder_record(decoder_checkpoint)
+
+    created = _make_dirs(out)
+    written: list[Path] = []
+    try:
+        stale = out / MODEL_JSON
+        if stale.exists():
+            stale.unlink()  # never leave a model.json that describes other files
+        _write_graphs(sam, out, opset, num_mask_outputs, decoder_graph, encoder, written, log)
+        validation = {"skipped": True}
+        if validate:
+            log("validating with ONNX Runtime against PyTorch ...")
+            validation = validate_export(sam, out, num_mask_outputs, decoder_graph, log, encoder=encoder)
+        info = _model_info(sam, out, checkpoint, digest, variant, prompt_decoder, opset, num_mask_outputs,
+                           decoder_graph, validation)
+        tmp = out / (MODEL_JSON + ".tmp")
+        written.append(tmp)
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, out / MODEL_JSON)
+    except BaseException:
+        _remove_partial_export(written, created)
+        raise
+    seconds = time.perf_counter() - started
+    log(f"wrote {out / MODEL_JSON} ({seconds:.1f} s in all)")
+    return ExportResult(out, info, seconds, [out / ENCODER_FILE, out / DECODER_FILE, out / MODEL_JSON])
+
+
+def _check_export_request(out: Path, opset: int, decoder_graph: str, variant: str, single_mask: bool,
+                          decoder_checkpoint, encoder: bool) -> None:
+    """Refuse a request that cannot give a usable directory, before any work."""
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
     if decoder_graph not in DECODER_GRAPHS:
@@ -384,96 +410,90 @@ def export_model(
         )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
+    if not encoder and not (out / ENCODER_FILE).exists():
+        raise ValueError(f"{out / ENCODER_FILE} is missing: export the encoder too (drop --decoder-only)")
+
+
+def _prompt_decoder_record(decoder_checkpoint) -> dict | None:
+    """model.json's record of MobileSAMv2's prompt-guided decoder (None without one)."""
+    if decoder_checkpoint is None:
+        return None
+    decoder_digest = sha256_file(decoder_checkpoint)
+    return {
+        "kind": PROMPT_GUIDED_DECODER,
+        "file": Path(decoder_checkpoint).name,
+        "sha256": decoder_digest,
+        # the official file's sha256 is not published (see weights.py): None = unknown
+        "official": None if PROMPT_GUIDED_DECODER_SHA256 is None else decoder_digest == PROMPT_GUIDED_DECODER_SHA256,
+    }
+
+
+def _write_graphs(sam, out: Path, opset: int, num_mask_outputs: int, decoder_graph: str, encoder: bool,
+                  written: list[Path], log: Callable[[str], None]) -> None:
+    """encoder.onnx (unless ``encoder`` is False) and decoder.onnx; each path goes on
+    ``written`` before its file is begun, so a failure removes what was started."""
     encoder_path, decoder_path = out / ENCODER_FILE, out / DECODER_FILE
-    if not encoder and not encoder_path.exists():
-        raise ValueError(f"{encoder_path} is missing: export the encoder too (drop --decoder-only)")
-    num_mask_outputs = 1 if single_mask else 4
-    # everything that can fail on the inputs fails before anything is written
-    sam = load_sam(checkpoint, decoder_checkpoint)
-    digest = sha256_file(checkpoint)
-    prompt_decoder = None
-    if decoder_checkpoint is not None:
-        decoder_digest = sha256_file(decoder_checkpoint)
-        prompt_decoder = {
-            "kind": PROMPT_GUIDED_DECODER,
-            "file": Path(decoder_checkpoint).name,
-            "sha256": decoder_digest,
-            # the official file's sha256 is not published (see weights.py): None = unknown
-            "official": None if PROMPT_GUIDED_DECODER_SHA256 is None else decoder_digest == PROMPT_GUIDED_DECODER_SHA256,
-        }
-
-    created = _make_dirs(out)
-    written: list[Path] = []
-    try:
-        stale = out / MODEL_JSON
-        if stale.exists():
-            stale.unlink()  # never leave a model.json that describes other files
-        if encoder:
-            t = time.perf_counter()
-            written.append(encoder_path)
-            export_encoder(sam, encoder_path, opset)
-            log(f"wrote {encoder_path} ({encoder_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
+    if encoder:
         t = time.perf_counter()
-        written.append(decoder_path)
-        export_decoder(sam, decoder_path, opset, num_mask_outputs, decoder_graph)
-        log(
-            f"wrote {decoder_path} ({decoder_path.stat().st_size / 1e6:.1f} MB, {decoder_graph} graph, "
-            f"{num_mask_outputs} mask output{'s' if num_mask_outputs > 1 else ''}, {time.perf_counter() - t:.1f} s)"
-        )
+        written.append(encoder_path)
+        export_encoder(sam, encoder_path, opset)
+        log(f"wrote {encoder_path} ({encoder_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
+    t = time.perf_counter()
+    written.append(decoder_path)
+    export_decoder(sam, decoder_path, opset, num_mask_outputs, decoder_graph)
+    log(
+        f"wrote {decoder_path} ({decoder_path.stat().st_size / 1e6:.1f} MB, {decoder_graph} graph, "
+        f"{num_mask_outputs} mask output{'s' if num_mask_outputs > 1 else ''}, {time.perf_counter() - t:.1f} s)"
+    )
 
-        validation = {"skipped": True}
-        if validate:
-            log("validating with ONNX Runtime against PyTorch ...")
-            validation = validate_export(sam, out, num_mask_outputs, decoder_graph, log, encoder=encoder)
 
-        info = {
-            "format": "mobilesam_ros.onnx",
-            "format_version": FORMAT_VERSION,
-            "variant": variant,
-            "checkpoint": {"file": checkpoint.name, "sha256": digest, "official": digest == MOBILE_SAM_SHA256},
-            "prompt_decoder": prompt_decoder,
-            "opset": opset,
-            "precision": "fp32",
-            "num_mask_outputs": num_mask_outputs,
-            "decoder_graph": decoder_graph,
-            "image_size": IMAGE_SIZE,
-            "embedding_shape": [1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE],
-            "low_res_size": LOW_RES_SIZE,
-            "preprocessing": {
-                "resize": "longest side to 1024, PIL bilinear",
-                "pixel_mean": list(PIXEL_MEAN_RGB),
-                "pixel_std": list(PIXEL_STD_RGB),
-                "pad": "zeros, bottom and right, to 1024x1024",
-            },
-            "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},
-            "decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder_path), **_io_spec(decoder_path)},
-            "exported_with": _versions(),
-            "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "validation": validation,
-        }
-        if decoder_checkpoint is None:
-            from .toy.model import everything_defaults
+def _model_info(sam, out: Path, checkpoint: Path, digest: str, variant: str, prompt_decoder: dict | None,
+                opset: int, num_mask_outputs: int, decoder_graph: str, validation: dict) -> dict:
+    """The content of model.json for the graphs just written."""
+    encoder_path, decoder_path = out / ENCODER_FILE, out / DECODER_FILE
+    info = {
+        "format": "mobilesam_ros.onnx",
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "checkpoint": {"file": checkpoint.name, "sha256": digest, "official": digest == MOBILE_SAM_SHA256},
+        "prompt_decoder": prompt_decoder,
+        "opset": opset,
+        "precision": "fp32",
+        "num_mask_outputs": num_mask_outputs,
+        "decoder_graph": decoder_graph,
+        "image_size": IMAGE_SIZE,
+        "embedding_shape": [1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE],
+        "low_res_size": LOW_RES_SIZE,
+        "preprocessing": {
+            "resize": "longest side to 1024, PIL bilinear",
+            "pixel_mean": list(PIXEL_MEAN_RGB),
+            "pixel_std": list(PIXEL_STD_RGB),
+            "pad": "zeros, bottom and right, to 1024x1024",
+        },
+        "encoder": {"file": ENCODER_FILE, "sha256": sha256_file(encoder_path), **_io_spec(encoder_path)},
+        "decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder_path), **_io_spec(decoder_path)},
+        "exported_with": _versions(),
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "validation": validation,
+    }
+    if prompt_decoder is None:
+        recorded = everything_defaults(sam.state_dict())
+        if recorded is not None:  # the toy-world model: segment-everything thresholds that suit it
+            info["everything"] = {"note": "recommended thresholds for the toy-world model (docs: Segment "
+                                          "everything, 'Thresholds recorded per model')", **recorded}
+    for part in ("encoder", "decoder"):
+        info[part].pop("ops")
+    return info
 
-            recorded = everything_defaults(sam.state_dict())
-            if recorded is not None:  # the toy-world model: segment-everything thresholds that suit it
-                info["everything"] = {"note": "recommended thresholds for the toy-world model (docs: Segment "
-                                              "everything, 'Thresholds recorded per model')", **recorded}
-        for part in ("encoder", "decoder"):
-            info[part].pop("ops")
-        tmp = out / (MODEL_JSON + ".tmp")
-        written.append(tmp)
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, out / MODEL_JSON)
-    except BaseException:
-        for path in written:
-            for leftover in (path, path.with_suffix(path.suffix + ".tmp")):
-                leftover.unlink(missing_ok=True)
-        for directory in reversed(created):
-            try:
-                directory.rmdir()  # only if empty: never what someone else put there
-            except OSError:
-                break
-        raise
-    seconds = time.perf_counter() - started
-    log(f"wrote {out / MODEL_JSON} ({seconds:.1f} s in all)")
-    return ExportResult(out, info, seconds, [encoder_path, decoder_path, out / MODEL_JSON])
+
+def _remove_partial_export(written: list[Path], created: list[Path]) -> None:
+    """Undo a failed export: the files it began (and their .tmp), then the directories
+    it created, innermost first, while they are empty."""
+    for path in written:
+        for leftover in (path, path.with_suffix(path.suffix + ".tmp")):
+            leftover.unlink(missing_ok=True)
+    for directory in reversed(created):
+        try:
+            directory.rmdir()  # only if empty: never what someone else put there
+        except OSError:
+            break

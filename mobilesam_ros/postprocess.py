@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .runtime.base import IMAGE_SIZE, LOW_RES_SIZE
+from .geometry import IMAGE_SIZE, LOW_RES_SIZE
 from .transforms import upscale_logits
 
 # output buffers kept for reuse (per postprocessor): fresh pages cost a page fault

@@ -12,8 +12,9 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from .geometry import LOW_RES_SIZE
 from .postprocess import MaskPostprocessor, get_postprocessor
-from .runtime.base import LOW_RES_SIZE, Runtime, empty_mask_input
+from .runtime.base import Runtime, empty_mask_input
 from .transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .variants import DEFAULT_VARIANT, always_three_masks
 

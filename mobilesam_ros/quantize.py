@@ -52,7 +52,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .runtime.base import DECODER_INPUT_NAMES, ENCODER_INPUT_NAMES, LOW_RES_SIZE
+from .geometry import LOW_RES_SIZE
+from .runtime.base import DECODER_INPUT_NAMES, ENCODER_INPUT_NAMES
 
 MODEL_JSON = "model.json"
 SCHEMES = ("qdq", "dynamic")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .runtime.base import IMAGE_SIZE, LOW_RES_SIZE
+from .geometry import IMAGE_SIZE, LOW_RES_SIZE
 
 #: SAM's normalisation (RGB); model.json records the same values
 PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)

@@ -25,7 +25,7 @@ pytest.importorskip("rosbags")
 
 from mobilesam_ros.bag import BagOptions, BagSegmenter, InputBag, pair_detections
 from mobilesam_ros.bag.coco import CocoWriter
-from mobilesam_ros.bag.messages import default_message, default_typestore
+from mobilesam_ros.bag.typestore import default_message, default_typestore
 from mobilesam_ros.live.frames import image_to_rgb
 from mobilesam_ros.predictor import SamPredictor
 from mobilesam_ros.runtime.base import Runtime
@@ -405,8 +405,8 @@ def test_tracking_fixed_box_ids_agree_everywhere(runtime, tmp_path):
 
 def test_depth_and_camera_info_give_the_nodes_3d_outputs(runtime, tmp_path):
     from mobilesam_ros.live.config import NodeConfig
-    from mobilesam_ros.live.depth import objects_from_depth
-    from mobilesam_ros.ros.objects3d import depth_options
+    from mobilesam_ros.live.rgbd import objects_from_depth
+    from mobilesam_ros.messages.objects3d import depth_options
 
     K = [50.0, 0, W / 2, 0, 50.0, H / 2, 0, 0, 1]
     info = default_message(STORE, "sensor_msgs/msg/CameraInfo")
@@ -484,7 +484,7 @@ def test_bag_path_imports_without_rclpy_and_torch():
         "        if name.split('.')[0] in ('torch', 'rclpy'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import mobilesam_ros.bag, mobilesam_ros.bag.depth, mobilesam_ros.bag.coco, mobilesam_ros.commands.bag\n"
+        "import mobilesam_ros.bag, mobilesam_ros.bag.recorded_depth, mobilesam_ros.bag.coco, mobilesam_ros.commands.bag\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -496,7 +496,7 @@ def test_output_types_hash_like_the_installed_ros_messages():
     hashes (RIHS01, in the bag's metadata) must be what a ROS install computes."""
     import glob
 
-    from mobilesam_ros.bag.depth import OUTPUTS_3D
+    from mobilesam_ros.bag.recorded_depth import OUTPUTS_3D
 
     repo = Path(__file__).resolve().parents[1]
     shares = [Path(sys.prefix) / "share", *map(Path, glob.glob(str(repo / "build/vision_msgs/*/install/share")))]

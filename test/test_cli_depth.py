@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 
 from mobilesam_ros.cli import main
-from mobilesam_ros.live.depth import objects_from_depth
+from mobilesam_ros.live.rgbd import objects_from_depth
 
 INTRINSICS = "700,700,384,385"
 W, H = 769, 770  # picture1.jpg

@@ -9,13 +9,8 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from mobilesam_ros.ros.conversions import (
-    ImageOut,
-    detections_to_boxes,
-    header_key,
-    image_msg_to_rgb,
-    result_to_detections,
-)
+from mobilesam_ros.messages.detections import detections_to_boxes, result_to_detections
+from mobilesam_ros.messages.images import ImageOut, header_key, image_msg_to_rgb
 
 
 # --- vision_msgs stand-ins (4.x layout: bbox.center.position, results[].hypothesis) -------

@@ -1,4 +1,4 @@
-"""Objects in 3D from aligned depth (mobilesam_ros.live.depth), on synthetic RGB-D scenes
+"""Objects in 3D from aligned depth (mobilesam_ros.live.rgbd), on synthetic RGB-D scenes
 with known geometry: planar rectangles ray-cast exactly through a pinhole camera in
 front of a wall, ground-truth masks. Centroid error <= 1 cm, extent error <= 3 cm."""
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mobilesam_ros.live.depth import (
+from mobilesam_ros.live.rgbd import (
     DepthError,
     DepthOptions,
     DepthPairer,

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mobilesam_ros.live.depth import objects_from_depth
+from mobilesam_ros.live.rgbd import objects_from_depth
 
 FX = 525.0
 FRAMES = 6

@@ -76,15 +76,15 @@ def toy_predictor(toy_checkpoint):
 
 def test_toy_model_is_recognised_by_its_weights(toy_predictor, toy_checkpoint, synthetic_checkpoint, tmp_path):
     from mobilesam_ros.runtime import create_runtime
-    from mobilesam_ros.toy.model import EVERYTHING_DEFAULTS
+    from mobilesam_ros.weights import TOY_EVERYTHING_THRESHOLDS
 
-    assert toy_predictor.runtime.everything_defaults == EVERYTHING_DEFAULTS
+    assert toy_predictor.runtime.everything_defaults == TOY_EVERYTHING_THRESHOLDS
     # random weights in the same layout: nothing recorded, SAM's published thresholds
     assert create_runtime(str(synthetic_checkpoint), backend="torch").everything_defaults is None
     # whatever the file is called
     renamed = tmp_path / "my_model.pth"
     renamed.write_bytes(toy_checkpoint.read_bytes())
-    assert create_runtime(str(renamed), backend="torch").everything_defaults == EVERYTHING_DEFAULTS
+    assert create_runtime(str(renamed), backend="torch").everything_defaults == TOY_EVERYTHING_THRESHOLDS
 
 
 #: two held-out scenes with several objects (5 + 4): an everything check needs more than one

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mobilesam_ros.bench.gpu_check import BF16_NOT_NATIVE, cpu_bf16_instructions
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +26,7 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert report["device"] == "cpu" and report["errors"] == {}
-    assert set(report["precisions"]) == {"fp32"}  # CI's small settings: bf16 runs in the agreement
+    assert set(report["precisions"]) == {"fp32"}  # CI's small settings: bf16 runs in the agreement where native
     for row in report["precisions"].values():
         assert row["encoder_ms"]["median"] > 0
         assert set(row["decode_ms"]) == {"1", "4"} and all(v["median"] > 0 for v in row["decode_ms"].values())
@@ -40,6 +42,9 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     # diff| 0.20 (an Intel Xeon gave mean 0.98 too); floors: 0.03 below on the IoUs
     # (other CPUs round bf16 in other kernels), the logit difference within 0.5
     bf16 = agreement["bf16"]
+    if not cpu_bf16_instructions():  # emulated bf16 costs ~60 s an encoder call: the report says why it did not run
+        assert bf16 == {"not_run": BF16_NOT_NATIVE}
+        return
     assert bf16["masks"] == 10
     assert bf16["mask_iou_vs_fp32_min"] >= 0.94 and bf16["mask_iou_vs_fp32_mean"] >= 0.95, bf16
     assert 0.0 < bf16["max_logit_diff_vs_fp32"] <= 0.5, bf16  # > 0: bf16 really ran

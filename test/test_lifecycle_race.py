@@ -50,9 +50,9 @@ def make_node(tmp_path):
         def _open_runtime(self, cfg):
             return self.stand_in
 
-        def _log(self, level, message):
+        def log(self, level, message):
             self.lines.append((level, message))
-            super()._log(level, message)
+            super().log(level, message)
 
     def make(deactivate_timeout: float):
         context = rclpy.Context()
@@ -83,7 +83,7 @@ def _state(node) -> int:
 
 def _block_in_encode(node, runtime) -> None:
     """Hand the node a frame; its worker enters the blocking encode."""
-    node._on_image(node.cameras[0], image_msg(FRAME, "rgb8", 1))
+    node.cameras[0].images.on_image(image_msg(FRAME, "rgb8", 1))
     assert runtime.entered.wait(20), runtime.events
 
 
@@ -106,7 +106,7 @@ def test_deactivate_during_a_long_call_fails_and_the_node_stays_active(make_node
     # still active: the worker finishes the frame and serves the next one
     runtime.release()
     assert node.worker is not None and len(list(node.subscriptions)) == subscriptions > 0
-    node._on_image(node.cameras[0], image_msg(FRAME, "rgb8", 2))
+    node.cameras[0].images.on_image(image_msg(FRAME, "rgb8", 2))
     deadline = time.monotonic() + 20
     while node.stats.snapshot()["frames_processed"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

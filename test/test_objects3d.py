@@ -1,4 +1,4 @@
-"""3D message building (mobilesam_ros.ros.objects3d) without DDS: Detection3DArray
+"""3D message building (mobilesam_ros.messages.objects3d) without DDS: Detection3DArray
 (the real vision_msgs when built, else stand-ins with its 4.x layout), PointCloud2 and
 MarkerArray (real sensor_msgs / visualization_msgs from pip), CameraInfo intrinsics."""
 
@@ -16,8 +16,8 @@ from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.live.depth import DepthError, objects_from_depth
-from mobilesam_ros.ros.objects3d import (
+from mobilesam_ros.live.rgbd import DepthError, objects_from_depth
+from mobilesam_ros.messages.objects3d import (
     POINT_DTYPE,
     camera_info_intrinsics,
     detections_3d_msg,
@@ -118,7 +118,7 @@ def test_pointcloud_fields_points_colours_and_labels(scene):
 
 
 def test_pointcloud_of_depth_at_half_resolution_takes_colours_from_the_colour_pixels(scene):
-    from mobilesam_ros.live.depth import fit_masks_to_depth
+    from mobilesam_ros.live.rgbd import fit_masks_to_depth
 
     depth = np.full((H // 2, W // 2), 1500, np.uint16)
     masks, K2 = fit_masks_to_depth(scene.result.masks[:2], K, depth.shape)

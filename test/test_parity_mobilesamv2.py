@@ -122,8 +122,8 @@ def test_cli_gives_the_v2_outputs(v2_onnx, parity_dir, mobilesamv2_dir, expected
                  "--save-npz", str(tmp_path / "x.npz")]) == 2
     assert "decoder is fixed at export" in capsys.readouterr().err
     # a .pt used directly: the CLI's --decoder-checkpoint reaches the torch backend
+    from mobilesam_ros.arguments import open_runtime
     from mobilesam_ros.cli import build_parser
-    from mobilesam_ros.commands._common import open_runtime
 
     args = build_parser().parse_args(["segment", "x.png", "--checkpoint", str(parity_dir / "checkpoint.pt"),
                                       "--decoder-checkpoint", str(mobilesamv2_dir / DECODER)])

@@ -33,7 +33,9 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def test_params_file_is_current_and_complete():
     text = (REPO / "config" / "segment.yaml").read_text()
-    assert text == yaml_text(), "config/segment.yaml is stale: regenerate it with mobilesam_ros.live.config.yaml_text()"
+    assert text == yaml_text(), ("config/segment.yaml is stale: regenerate it with python -c 'from "
+                                 "mobilesam_ros.live.config import yaml_text; print(yaml_text(), end=\"\")' "
+                                 "> config/segment.yaml")
     values = _flatten(yaml.safe_load(text)["/**"]["ros__parameters"])
     assert set(values) == set(SPEC)
     for name, value in values.items():

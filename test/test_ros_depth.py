@@ -26,8 +26,8 @@ from std_msgs.msg import Empty
 from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.live.depth import objects_from_depth
-from mobilesam_ros.ros.objects3d import POINT_DTYPE
+from mobilesam_ros.live.rgbd import objects_from_depth
+from mobilesam_ros.messages.objects3d import POINT_DTYPE
 
 from ros_harness import Client, NodeProcess, domain_for, image_msg, ros_environment
 

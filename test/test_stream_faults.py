@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilesam_ros.live.depth import DepthPairer
 from mobilesam_ros.live.frames import FrameSlot
 from mobilesam_ros.live.prompts import PromptState, StreamClock
+from mobilesam_ros.live.rgbd import DepthPairer
 from mobilesam_ros.live.segmenter import StreamSegmenter, StreamWorker
 from mobilesam_ros.live.stats import NodeStats, ThrottledLog
 from mobilesam_ros.live.tracking import TrackingConfig

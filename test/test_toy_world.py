@@ -18,9 +18,9 @@ def test_scenes_are_seeded_with_exact_visible_masks():
         assert a.image.shape == (480, 640, 3) and a.masks.shape[1:] == (480, 640)
         # visible masks do not overlap, and every masked pixel has its shape's solid colour
         assert (a.masks.sum(0) <= 1).all()
-        for mask, color in zip(a.masks, a.colors):
+        for mask, colour in zip(a.masks, a.colours):
             assert mask.sum() >= 100
-            assert (a.image[mask] == np.array(color, np.uint8)).all()
+            assert (a.image[mask] == np.array(colour, np.uint8)).all()
     assert not np.array_equal(make_scene(1).image, make_scene(2).image)
 
 

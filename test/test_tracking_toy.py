@@ -40,15 +40,18 @@ def test_two_crossing_objects_keep_their_ids_and_masks_with_the_toy_model(toy_on
     scene = toy_scenarios(640, 480, 16)["crossing"]
     report = run_toy(scene, runtime, TrackingConfig())
     s = report.summary()
-    # measured (16 frames, 2 objects, 28 frames where >= 90 % of an object is visible):
-    # followed 0.96, IoU >= 0.8 in 0.88, mean IoU 0.90; before issue 20's tracker (same
-    # sequence, 30 frames): followed 0.61, mean IoU 0.62. Floors: measured minus 0.1.
+    # measured (16 frames, 2 objects, 26 frames where >= 90 % of an object is visible; torch
+    # backend, 2026-12-03): followed 0.96, IoU >= 0.8 in 0.92, mean IoU 0.91; before issue 20's
+    # tracker (same sequence, 30 frames): followed 0.61, mean IoU 0.62. Floors: measured minus 0.1.
     assert s["followed"] >= 0.86, s
-    assert s["iou_ge_0.8"] >= 0.78, s
-    assert s["mean_iou"] >= 0.8, s
+    assert s["iou_ge_0.8"] >= 0.82, s
+    assert s["mean_iou"] >= 0.81, s
     assert s["id_switches"] == 0 and s["taken_by_another"] == 0, s  # the occluder never takes the disk's id
     assert s["decoder_calls_per_frame_max"] == 1, s  # both objects in one batched decoder call per frame
     # the node slower than the camera: every other frame (stamps 1/15 s apart), no new encodes
     slow = run_toy(scene, runtime, TrackingConfig(), step=2).summary()
-    # measured: followed 0.75, mean IoU 0.64 (the objects move 40-44 px between processed frames)
-    assert slow["followed"] >= 0.65 and slow["id_switches"] == 0 and slow["taken_by_another"] == 0, slow
+    # measured: followed 1.00, mean IoU 0.93 in 12 visible frames (the objects move 40-44 px
+    # between processed frames; the plain objects are located by their colours, where flow reads
+    # no motion; 0.75 / 0.64 before). Floors: measured minus two of the 12 frames (0.17).
+    assert slow["followed"] >= 0.83 and slow["id_switches"] == 0 and slow["taken_by_another"] == 0, slow
+    assert slow["mean_iou"] >= 0.76, slow

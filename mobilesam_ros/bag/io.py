@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .messages import bag_typestore
+from .typestore import bag_typestore
 
 STORAGES = ("sqlite3", "mcap")
 

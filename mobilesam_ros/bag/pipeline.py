@@ -2,7 +2,8 @@
 
 The frames go through the live pipeline's :class:`~mobilesam_ros.live.segmenter.StreamSegmenter`
 and :class:`~mobilesam_ros.live.prompts.PromptState` (the node's code), one frame at a
-time with nothing dropped; messages are converted with the node's conversions.
+time with nothing dropped; messages are converted as the node converts them
+(:mod:`mobilesam_ros.messages`).
 
 Pairing recorded detections (``prompts_topic``) with frames, as the node pairs them:
 a Detection2DArray applies to the frame with the same header stamp, wherever it
@@ -28,11 +29,12 @@ import numpy as np
 from ..live.frames import FrameError
 from ..live.prompts import PromptState
 from ..live.segmenter import SegmentationResult, StreamSegmenter
-from ..ros.conversions import compressed_msg_to_rgb, detections_to_boxes, header_key, image_msg_to_rgb
+from ..messages.detections import detections_to_boxes
+from ..messages.images import compressed_msg_to_rgb, header_key, image_msg_to_rgb
 from ..visualize import draw_overlay
 from .coco import CocoWriter
 from .io import BagError, InputBag, OutputBag
-from .messages import CAMERA_INFO, COMPRESSED_IMAGE, DETECTION_2D_ARRAY, IMAGE, OutputMessages, cdr_stamp, default_typestore
+from .typestore import CAMERA_INFO, COMPRESSED_IMAGE, DETECTION_2D_ARRAY, IMAGE, OutputMessages, cdr_stamp, default_typestore
 
 #: output name -> (message type, encoding) under the namespace, as the node's ~/...
 OUTPUTS = {
@@ -194,7 +196,7 @@ class Progress:
 
 def output_names(options: BagOptions) -> list[str]:
     """The outputs written, as the node's topic names relative to ``--ns``."""
-    from .depth import OUTPUTS_3D
+    from .recorded_depth import OUTPUTS_3D
 
     names = [n for n in OUTPUTS if n != "overlay" or options.overlay]
     return names + (list(OUTPUTS_3D) if options.depth_topic else [])
@@ -245,7 +247,7 @@ class BagSegmenter:
         self.coco: CocoWriter | None = None
         self.depth = None
         if options.depth_topic:
-            from .depth import BagDepth
+            from .recorded_depth import BagDepth
 
             self.depth = BagDepth(options.depth_topic, options.camera_info_topic, self.store, options.depth_max_dt)
 
@@ -306,7 +308,7 @@ class BagSegmenter:
             raise
         self.coco = coco
         try:
-            from .depth import OUTPUTS_3D
+            from .recorded_depth import OUTPUTS_3D
 
             types = {**{n: t for n, (t, _) in OUTPUTS.items()}, **OUTPUTS_3D}
             out_conns = {n: out.add(opts.topic(n), types[n]) for n in out_names}
@@ -347,12 +349,12 @@ class BagSegmenter:
     def _prime(self, bag: InputBag, image_conns: list[Any]) -> None:
         """Start-up work once, before the first frame: rosbags generates each type's
         (de)serialiser on first use (~50 ms a type)."""
-        from .messages import default_message
+        from .typestore import default_message
 
         for msgtype in {c.msgtype for c in image_conns}:
             bag.typestore.deserialize_cdr(bag.typestore.serialize_cdr(default_message(bag.typestore, msgtype), msgtype),
                                           msgtype)
-        from .depth import OUTPUTS_3D
+        from .recorded_depth import OUTPUTS_3D
 
         for msgtype in {IMAGE, DETECTION_2D_ARRAY, *(OUTPUTS_3D.values() if self.depth else ())}:
             self.store.serialize_cdr(default_message(self.store, msgtype), msgtype)

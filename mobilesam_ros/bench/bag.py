@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..commands._common import frame_size
+from ..arguments import frame_size
 from .model import load_average
 
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
@@ -55,7 +55,7 @@ def synthetic_frames(count: int, height: int, width: int, boxes: int, seed: int 
 def write_recording(path: Path, storage: str, frames: int, height: int, width: int, encoding: str, boxes: int) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from ..bag.messages import default_message, default_typestore
+    from ..bag.typestore import default_message, default_typestore
 
     store = default_typestore()
     T, Header = store.types["builtin_interfaces/msg/Time"], store.types["std_msgs/msg/Header"]
@@ -91,9 +91,9 @@ def write_recording(path: Path, storage: str, frames: int, height: int, width: i
 
 
 def run(args: argparse.Namespace) -> dict:
+    from ..arguments import open_runtime
     from ..bag import BagOptions, BagSegmenter, InputBag
     from ..bag.coco import CocoWriter
-    from ..commands._common import open_runtime
     from ..predictor import SamPredictor
 
     width, height = args.size
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..commands._common import add_model_arguments
+    from ..arguments import add_model_arguments
 
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.bag", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)

@@ -35,11 +35,11 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     for _ in range(25):
         y0, x0 = rng.uniform(0, height), rng.uniform(0, width)
         h, w = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
-        color = rng.uniform(0, 255, 3)
+        colour = rng.uniform(0, 255, 3)
         if rng.random() < 0.5:
-            image[int(y0) : int(y0 + h), int(x0) : int(x0 + w)] = color
+            image[int(y0) : int(y0 + h), int(x0) : int(x0 + w)] = colour
         else:
-            image[(yy - y0) ** 2 / max(h, 1) ** 2 + (xx - x0) ** 2 / max(w, 1) ** 2 < 1] = color
+            image[(yy - y0) ** 2 / max(h, 1) ** 2 + (xx - x0) ** 2 / max(w, 1) ** 2 < 1] = colour
     image += rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 

@@ -32,12 +32,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..commands._common import frame_size
+from ..arguments import frame_size
+from ..geometry import LOW_RES_SIZE
 from ..live.prompts import PromptState
 from ..live.segmenter import StreamSegmenter
 from ..live.tracking import TrackingConfig, box_iou
 from ..predictor import SamPredictor
-from ..runtime.base import LOW_RES_SIZE, DecoderOutput, Runtime
+from ..runtime.base import DecoderOutput, Runtime
 from ..transforms import preprocess_shape
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import add_model_arguments, open_runtime
 from ..cli import CommandError
-from ._common import add_model_arguments, open_runtime, parse_floats
+from ._common import parse_floats
 
 HELP = "segment every frame of a rosbag2 (sqlite3 or MCAP) offline into a new bag and/or a COCO dataset"
 

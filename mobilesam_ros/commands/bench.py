@@ -8,8 +8,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from ..arguments import add_model_arguments, open_runtime
 from ..cli import CommandError
-from ._common import add_model_arguments, load_image, open_runtime
+from ._common import load_image
 
 HELP = "measure the encoder and the decoder (1, 10, 100 boxes, with full-size masks): median, p90, peak memory"
 

@@ -15,6 +15,9 @@ own size between processed frames). The demo scores the following from ``~/label
 (on every frame the node processed after the click: is the clicked object's id on the
 disk, the IoU of its mask with the disk, 0 when it is not there) and writes it to
 ``summary.json``.
+
+This module is ROS-free (sources, scene, scoring, summary: :class:`DemoRecord`); the
+streaming over DDS is :mod:`mobilesam_ros.ros.demo_stream`, imported when the demo runs.
 """
 
 from __future__ import annotations
@@ -27,13 +30,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from ..arguments import float_in, frame_size
 from ..cli import CommandError
-from ._common import float_in, frame_size
 
 HELP = "run the ROS 2 node on a synthetic scene, images or a video and save its overlays"
 
@@ -254,20 +256,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] source: {name} at {args.fps:g} fps for {args.duration:g} s", flush=True)
     print(f"[demo] overlays will be written to {overlays}", flush=True)
 
-    from ..ros.node import configure_fastdds_profile
+    try:  # the ROS part (rclpy, the message packages) loads only now, when the demo streams
+        from ..ros.demo_stream import stream_to_node
+    except ImportError as exc:
+        raise CommandError(f"the demo needs ROS 2's Python packages (rclpy, sensor_msgs, ...): {exc}") from exc
 
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
-    configure_fastdds_profile()  # this process publishes camera-sized frames
-
-    node = subprocess.Popen(_node_command(model, backend, args.mode), env=env)
+    record = DemoRecord(scene, args.mode, overlays)
+    node = subprocess.Popen(_node_command(model, backend, args.mode), env=_ros_environment())
     try:
-        return _stream(args, node, source, scene, overlays, out)
+        stream_to_node(node, source, record, namespace=NAMESPACE, fps=args.fps, duration=args.duration)
+        summary = record.summary()
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _print_summary(summary, record)
+        if not record.written:
+            print("[demo] error: no overlay came back from the node", file=sys.stderr)
+            return 1
+        return 0
     finally:
         if node.poll() is None:
             node.send_signal(signal.SIGINT)
@@ -277,174 +281,152 @@ def run(args: argparse.Namespace) -> int:
                 node.kill()
 
 
-def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
-    import cv2
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import Point, PointStamped
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+def _ros_environment() -> dict[str, str]:
+    """The node's environment, and this process's: one DDS domain, on this machine only."""
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    return env
 
-    rclpy.init()
-    client = Node("mobilesam_demo")
-    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-    image_pub = client.create_publisher(Image, f"{NAMESPACE}/camera/image_raw", qos)
-    point_pub = client.create_publisher(PointStamped, f"{NAMESPACE}/mobilesam/prompt/point", 10)
-    click_pub = client.create_publisher(Point, f"{NAMESPACE}/mobilesam/prompt/click", 10)
-    written: list[str] = []
-    last_diag: dict[str, str] = {}
-    frame_of: dict[tuple[int, int], int] = {}  # stamp -> frame index, for what the node answers
-    answered: list[tuple[int, int]] = []  # stamps of the frames the node segmented
-    prompt: dict = {}
-    follow: dict[str, list] = {"ids": [], "iou": []}
-    found: dict[str, list] = {}  # everything mode: per scene object, its best mask IoU in each processed frame
 
-    def on_labels(msg: Image) -> None:
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        answered.append(stamp)
-        if scene is not None and args.mode == "everything" and stamp in frame_of:
-            labels = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
-            for name, truth in scene.objects(frame_of[stamp]).items():
-                ids, counts = np.unique(labels[truth], return_counts=True)
-                best = 0.0
-                for v, c in zip(ids, counts):
-                    if v:
-                        best = max(best, float(c / max(1, (truth | (labels == v)).sum())))
-                found.setdefault(name, []).append(best)
+# --- what the node answered ---------------------------------------------------------------------------
+Stamp = tuple[int, int]  # (sec, nanosec) of a frame the demo published
+
+
+class DemoRecord:
+    """What the demo published and what the node answered, scored on the synthetic scene
+    (ROS-free: ``ros/demo_stream.py`` feeds it arrays). ``scene`` None: images or a video,
+    nothing to score against."""
+
+    def __init__(self, scene: SyntheticScene | None, mode: str, overlays: Path) -> None:
+        self.scene, self.mode, self.overlays = scene, mode, overlays
+        self.frames_published = 0
+        self.frame_of: dict[Stamp, float] = {}  # stamp -> scene time, for what the node answers
+        self.answered: list[Stamp] = []  # stamps of the frames the node segmented
+        self.written: list[str] = []  # overlay files
+        self.diagnostics: dict[str, str] = {}  # the node's newest diagnostics values
+        self.prompt: dict = {}  # the click on the disk: frame, stamp, x, y, on_disk
+        self.follow: dict = {"ids": [], "iou": []}  # prompt mode: per answered frame after the click
+        self.found: dict[str, list[float]] = {}  # everything mode: per scene object, best IoU per answered frame
+
+    def frame_time(self, index: int) -> float:
+        """The scene time of the next frame: the synthetic scene moves on per frame the node
+        answered (see the module docstring); images and video per frame published."""
+        return self.scene.step * len(self.answered) if self.scene is not None else index
+
+    def on_published(self, stamp: Stamp, t: float) -> None:
+        self.frame_of[stamp] = t
+        self.frames_published += 1
+
+    def waiting_for_click(self) -> bool:
+        """Prompt mode on the synthetic scene, the disk not clicked yet (the node answered nothing)."""
+        return self.mode == "prompt" and self.scene is not None and not self.prompt
+
+    def click_on_disk(self) -> tuple[Stamp, float, float] | None:
+        """(stamp, x, y): the disk on the newest frame the node answered, or None before it
+        answered one. That frame is encoded (its embedding cached): stamped with it, the
+        point is decoded on it, where it lies on the disk; tracking follows the disk from there."""
+        if not self.answered:
+            return None
+        stamp = self.answered[-1]
+        frame = self.frame_of[stamp]
+        x, y = self.scene.target(frame)
+        self.prompt.update(frame=frame, stamp=stamp, x=x, y=y, on_disk=bool(self.scene.disk(frame)[int(y), int(x)]))
+        print(f"[demo] clicked the disk at ({x:.0f}, {y:.0f}) on frame {frame}", flush=True)
+        return stamp, x, y
+
+    def on_labels(self, stamp: Stamp, labels: np.ndarray) -> None:
+        self.answered.append(stamp)
+        if self.scene is None or stamp not in self.frame_of:
             return
-        if scene is None or not prompt or stamp not in frame_of or stamp < prompt["stamp"]:
-            return
-        labels = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
-        disk = scene.disk(frame_of[stamp])
+        if self.mode == "everything":
+            self._score_everything(self.frame_of[stamp], labels)
+        elif self.prompt and stamp >= self.prompt["stamp"]:
+            self._score_following(self.frame_of[stamp], labels)
+
+    def _score_everything(self, frame: float, labels: np.ndarray) -> None:
+        """Per scene object: the best IoU of one of the node's masks with it."""
+        for name, truth in self.scene.objects(frame).items():
+            ids, counts = np.unique(labels[truth], return_counts=True)
+            best = 0.0
+            for v, c in zip(ids, counts):
+                if v:
+                    best = max(best, float(c / max(1, (truth | (labels == v)).sum())))
+            self.found.setdefault(name, []).append(best)
+
+    def _score_following(self, frame: float, labels: np.ndarray) -> None:
+        """The ids on the disk, and the IoU of the clicked object's mask with it (0 when gone)."""
+        disk = self.scene.disk(frame)
         ids, counts = np.unique(labels[disk], return_counts=True)
         on_disk = [int(v) for v, c in zip(ids, counts) if v and c > 0.2 * disk.sum()]
-        follow["ids"].append(on_disk)
-        if follow.get("id") is None and on_disk:  # the object the click started (its first frame)
-            follow["id"] = on_disk[0]
+        self.follow["ids"].append(on_disk)
+        if self.follow.get("id") is None and on_disk:  # the object the click started (its first frame)
+            self.follow["id"] = on_disk[0]
         iou = 0.0
-        if follow.get("id") is not None:
-            mask = labels == follow["id"]
+        if self.follow.get("id") is not None:
+            mask = labels == self.follow["id"]
             iou = float((mask & disk).sum() / max(1, (mask | disk).sum()))
-        follow["iou"].append(iou)
+        self.follow["iou"].append(iou)
 
-    def on_overlay(msg: Image) -> None:
-        rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
-        path = overlays / f"{len(written):05d}_{msg.header.stamp.sec}_{msg.header.stamp.nanosec:09d}.png"
+    def on_overlay(self, stamp: Stamp, rgb: np.ndarray) -> None:
+        import cv2
+
+        path = self.overlays / f"{len(self.written):05d}_{stamp[0]}_{stamp[1]:09d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(str(path))
+        self.written.append(str(path))
 
-    def on_diag(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if "mobilesam" in status.name:
-                last_diag.clear()
-                last_diag.update({kv.key: kv.value for kv in status.values})
+    def on_diagnostics(self, values: dict[str, str]) -> None:
+        self.diagnostics = dict(values)
 
-    client.create_subscription(Image, f"{NAMESPACE}/mobilesam/overlay", on_overlay, QoSProfile(depth=10))
-    client.create_subscription(Image, f"{NAMESPACE}/mobilesam/labels", on_labels, QoSProfile(depth=10))
-    client.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-
-    try:
-        print("[demo] waiting for the node (model loading) ...", flush=True)
-        deadline = time.monotonic() + 180
-        while image_pub.get_subscription_count() == 0 or point_pub.get_subscription_count() == 0:
-            if node.poll() is not None:
-                raise CommandError(f"the node exited with status {node.returncode} (see its error above)")
-            if time.monotonic() > deadline:
-                raise CommandError("the node did not come up within 180 s")
-            rclpy.spin_once(client, timeout_sec=0.1)
-        print("[demo] node is up: streaming", flush=True)
-        period = 1.0 / args.fps
-        start = time.monotonic()
-        i = 0
-        next_prompt = 0.0
-        click = args.mode == "prompt" and scene is not None
-        # the click waits for the node's first answered frame: on a slow CPU the stream
-        # goes on past --duration (at most 120 s more) until the disk was clicked
-        while time.monotonic() - start < args.duration or (
-                click and not prompt and time.monotonic() - start < args.duration + 120):
-            if node.poll() is not None:
-                raise CommandError(f"the node exited with status {node.returncode}")
-            # the synthetic scene moves on per frame the node answered (see the module docstring)
-            t = scene.step * len(answered) if scene is not None else i
-            rgb = np.ascontiguousarray(source(t))
-            msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
-            msg.data = rgb.tobytes()
-            msg.header.stamp = client.get_clock().now().to_msg()
-            msg.header.frame_id = "demo_camera"
-            frame_of[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = t
-            image_pub.publish(msg)
-            now = time.monotonic() - start
-            if args.mode == "prompt" and now >= next_prompt:
-                if scene is not None and answered:
-                    # click the disk once, on a frame the node has encoded (its embedding is
-                    # cached): stamped with that frame, the point is decoded on it, where it
-                    # lies on the disk; tracking follows the disk from there
-                    stamp = answered[-1]
-                    x, y = scene.target(frame_of[stamp])
-                    point = PointStamped()
-                    point.header.stamp.sec, point.header.stamp.nanosec = stamp
-                    point.header.frame_id = "demo_camera"
-                    point.point.x, point.point.y, point.point.z = x, y, 1.0
-                    point_pub.publish(point)
-                    prompt.update(frame=frame_of[stamp], stamp=stamp, x=x, y=y,
-                                  on_disk=bool(scene.disk(frame_of[stamp])[int(y), int(x)]))
-                    print(f"[demo] clicked the disk at ({x:.0f}, {y:.0f}) on frame {frame_of[stamp]}", flush=True)
-                    next_prompt = float("inf")
-                elif scene is None:  # what a click in rqt_image_view sends: the image centre
-                    click_pub.publish(Point(x=rgb.shape[1] / 2.0, y=rgb.shape[0] / 2.0, z=0.0))
-                    next_prompt = float("inf")
-            i += 1
-            while time.monotonic() < start + i * period:
-                rclpy.spin_once(client, timeout_sec=max(0.0, min(0.02, start + i * period - time.monotonic())))
-        settle = time.monotonic() + 10
-        count = len(written)
-        while time.monotonic() < settle:  # let the last frame come back
-            rclpy.spin_once(client, timeout_sec=0.1)
-            if len(written) > count:
-                count, settle = len(written), time.monotonic() + 3
-    finally:
-        client.destroy_node()
-        rclpy.try_shutdown()
-
-    summary = {
-        "frames_published": i,
-        "overlays_written": len(written),
-        "overlay_dir": str(overlays),
-        "node": {k: last_diag.get(k) for k in ("frames_received", "frames_processed", "frames_dropped",
-                                               "encode_ms_mean", "decode_ms_mean", "latency_ms_mean",
-                                               "last_error")},
-    }
-    # over the whole run: the diagnostics' output_rate_hz covers the last 5 s only, and
-    # is read here after the stream ended (it was "0.0" after 9 processed frames)
-    summary["node"]["output_rate_hz"] = last_diag.get("output_rate_hz_run")
-    if scene is not None and args.mode == "prompt":
-        summary["prompt"] = {k: v for k, v in prompt.items() if k != "stamp"} or None
-        ious = follow["iou"]
-        summary["followed"] = {
-            "frames": len(follow["ids"]),  # frames the node processed after the click (the click's included)
-            "id": follow.get("id"),  # the id the click started
-            "ids_on_disk": sorted({v for ids in follow["ids"] for v in ids}),
-            # frames where the clicked object's mask lies on the disk (IoU >= 0.5)
-            "frames_followed": sum(1 for v in ious if v >= 0.5),
-            # over every processed frame after the click, 0 where the object was not there
-            "mean_iou_with_disk": round(float(np.mean(ious)), 3) if ious else None,
-            "iou_per_frame": [round(v, 3) for v in ious],
-            "scene_step_px": SCENE_STEP_PX,
+    def summary(self) -> dict:
+        """summary.json: frames, the node's figures, and the score on the synthetic scene."""
+        diag = self.diagnostics
+        summary = {
+            "frames_published": self.frames_published,
+            "overlays_written": len(self.written),
+            "overlay_dir": str(self.overlays),
+            "node": {k: diag.get(k) for k in ("frames_received", "frames_processed", "frames_dropped",
+                                              "encode_ms_mean", "decode_ms_mean", "latency_ms_mean",
+                                              "last_error")},
         }
-    if scene is not None and args.mode == "everything":
-        frames = len(next(iter(found.values()), []))
-        summary["everything"] = {
-            "frames": frames,  # frames the node processed (segmented everything in)
-            # per object of the scene: frames where one of the node's masks covers it at IoU >= 0.5
-            "frames_found": {name: sum(1 for v in ious if v >= 0.5) for name, ious in found.items()},
-            "mean_best_iou": {name: round(float(np.mean(ious)), 3) for name, ious in found.items()},
-        }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"[demo] published {i} frames; the node segmented {last_diag.get('frames_processed', '?')} "
-          f"(newest frame only: encode {last_diag.get('encode_ms_mean', '?')} ms, "
-          f"latency {last_diag.get('latency_ms_mean', '?')} ms)", flush=True)
-    print(f"[demo] {len(written)} overlays written to {overlays}", flush=True)
+        # over the whole run: the diagnostics' output_rate_hz covers the last 5 s only, and
+        # is read here after the stream ended (it was "0.0" after 9 processed frames)
+        summary["node"]["output_rate_hz"] = diag.get("output_rate_hz_run")
+        if self.scene is not None and self.mode == "prompt":
+            summary["prompt"] = {k: v for k, v in self.prompt.items() if k != "stamp"} or None
+            ious = self.follow["iou"]
+            summary["followed"] = {
+                "frames": len(self.follow["ids"]),  # frames the node processed after the click (the click's included)
+                "id": self.follow.get("id"),  # the id the click started
+                "ids_on_disk": sorted({v for ids in self.follow["ids"] for v in ids}),
+                # frames where the clicked object's mask lies on the disk (IoU >= 0.5)
+                "frames_followed": sum(1 for v in ious if v >= 0.5),
+                # over every processed frame after the click, 0 where the object was not there
+                "mean_iou_with_disk": round(float(np.mean(ious)), 3) if ious else None,
+                "iou_per_frame": [round(v, 3) for v in ious],
+                "scene_step_px": SCENE_STEP_PX,
+            }
+        if self.scene is not None and self.mode == "everything":
+            found = self.found
+            summary["everything"] = {
+                "frames": len(next(iter(found.values()), [])),  # frames the node processed (segmented everything in)
+                # per object of the scene: frames where one of the node's masks covers it at IoU >= 0.5
+                "frames_found": {name: sum(1 for v in ious if v >= 0.5) for name, ious in found.items()},
+                "mean_best_iou": {name: round(float(np.mean(ious)), 3) for name, ious in found.items()},
+            }
+        return summary
+
+
+def _print_summary(summary: dict, record: DemoRecord) -> None:
+    diag = record.diagnostics
+    print(f"[demo] published {record.frames_published} frames; the node segmented {diag.get('frames_processed', '?')} "
+          f"(newest frame only: encode {diag.get('encode_ms_mean', '?')} ms, "
+          f"latency {diag.get('latency_ms_mean', '?')} ms)", flush=True)
+    print(f"[demo] {len(record.written)} overlays written to {record.overlays}", flush=True)
     if summary.get("prompt"):
         f = summary["followed"]
         print(f"[demo] after the click the node processed {f['frames']} frame(s): the disk was followed "
@@ -457,11 +439,7 @@ def _stream(args, node, source, scene, overlays: Path, out: Path) -> int:
                           for name in e["frames_found"])
         print(f"[demo] everything: of the {e['frames']} frame(s) the node processed, a mask (IoU >= 0.5) found the "
               f"{parts}", flush=True)
-    elif scene is not None and args.mode == "prompt":
+    elif record.scene is not None and record.mode == "prompt":
         print("[demo] the node answered no frame in time: the disk was not clicked", flush=True)
-    elif scene is not None:
+    elif record.scene is not None:
         print("[demo] the node answered no frame in time: nothing was segmented", flush=True)
-    if not written:
-        print("[demo] error: no overlay came back from the node", file=sys.stderr)
-        return 1
-    return 0

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..arguments import add_model_arguments, float_in, int_at_least, open_runtime
 from ..cli import CommandError
-from ._common import add_model_arguments, float_in, int_at_least, load_image, open_runtime, read_boxes_json
+from ._common import load_image, read_boxes_json
 from ._npz import COMPRESS_HELP, write_npz
 from ._outputs import check_output, write_image
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..arguments import add_model_arguments, open_runtime
 from ..cli import CommandError
-from ._common import add_model_arguments, load_image, open_runtime, parse_floats, read_boxes_json
-from ._depth import DepthInput, add_depth_arguments, npz_arrays
+from ._common import load_image, parse_floats, read_boxes_json
 from ._npz import COMPRESS_HELP, StreamedArray, write_npz
 from ._outputs import check_output, write_image
+from ._segment_depth import DepthInput, add_depth_arguments, npz_arrays
 
 HELP = "segment one image from point and box prompts"
 
@@ -52,18 +55,31 @@ def _read_mask_input(path: str) -> np.ndarray:
     return mask
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..live.depth import draw_distances
-    from ..predictor import Prompt, PromptError, SamPredictor, validate_prompt
-    from ..variants import model_name
-    from ..visualize import draw_overlay, mask_boxes
+@dataclass
+class _Prompts:
+    """The command's prompts, parsed: points (x, y, label), one box, or many boxes."""
 
-    if not args.save_npz and not args.overlay and not args.depth:
-        raise CommandError("nothing to write: give --save-npz and/or --overlay (or --depth to print 3D)")
-    # outputs first: an unwritable path fails now, not after the model ran
-    overlay_path = check_output(args.overlay, "--overlay", image=True) if args.overlay else None
-    if args.save_npz:
-        check_output(args.save_npz, "--save-npz")
+    points: list[tuple[float, ...]]
+    box: np.ndarray | None
+    boxes: np.ndarray | None
+    mask_input: np.ndarray | None
+
+    def single(self):
+        """The points and box as one predictor ``Prompt``."""
+        from ..predictor import Prompt
+
+        coords, labels = self.point_arrays()
+        return Prompt(coords, labels, self.box)
+
+    def point_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not self.points:
+            return None, None
+        return (np.asarray([p[:2] for p in self.points], np.float32),
+                np.asarray([p[2] for p in self.points], np.float32))
+
+
+def _parse_prompts(args: argparse.Namespace) -> _Prompts:
+    """Prompts from the arguments; every usage error here, before any file is read."""
     points = [parse_floats(p, 3, "--point") for p in args.point]
     box = np.asarray(parse_floats(args.box, 4, "--box"), np.float32) if args.box else None
     boxes = read_boxes_json(args.boxes_json) if args.boxes_json else None
@@ -77,58 +93,115 @@ def run(args: argparse.Namespace) -> int:
         if label not in (0, 1):
             raise CommandError(f"point label must be 1 (foreground) or 0 (background), got {label:g}")
     mask_input = _read_mask_input(args.mask_input) if args.mask_input else None
+    return _Prompts(points, box, boxes, mask_input)
 
-    image = load_image(args.image)
-    depth = DepthInput.from_args(args, image.shape[:2])  # None without --depth
-    # check prompts against the image before paying for model load and encoding
+
+def _check_prompts(prompts: _Prompts, image_size: tuple[int, int]) -> None:
+    """Prompts against the image, before the model's result is waited for."""
+    from ..predictor import Prompt, PromptError, validate_prompt
+
     try:
-        if boxes is not None:
-            for b in boxes:
-                validate_prompt(Prompt(box=b), image.shape[:2])
+        if prompts.boxes is not None:
+            for b in prompts.boxes:
+                validate_prompt(Prompt(box=b), image_size)
         else:
-            validate_prompt(
-                Prompt(
-                    np.asarray([p[:2] for p in points], np.float32) if points else None,
-                    np.asarray([p[2] for p in points], np.float32) if points else None,
-                    box,
-                ),
-                image.shape[:2],
-            )
+            validate_prompt(prompts.single(), image_size)
     except PromptError as exc:
         raise CommandError(str(exc)) from exc
-    runtime = open_runtime(args)
+
+
+def _open_runtime_while(args: argparse.Namespace, work):
+    """``work()``'s result and the runtime, the runtime opened meanwhile in a helper thread.
+
+    Opening (imports, two ONNX Runtime sessions) is mostly single-threaded, and so is
+    reading and checking the image: on 2 cores they overlap instead of adding up. An
+    error of ``work`` wins (a bad prompt is reported as before, not a model error);
+    a runtime opened for nothing is closed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-runtime") as pool:
+        opening = pool.submit(open_runtime, args)
+        try:
+            result = work()
+        except BaseException:
+            with contextlib.suppress(Exception):  # its own error is moot now
+                opening.result().close()
+            raise
+        return result, opening.result()
+
+
+def _predict(predictor, prompts: _Prompts, image_shape: tuple[int, int], multimask: bool, stream: bool):
+    """(Prediction, masks): masks an array, or with ``stream`` a ``StreamedArray`` made
+    chunk by chunk while the .npz is written (100 masks of a 2048x1365 photo are 280 MB
+    of fresh pages, which cost more than the masks' arithmetic on our VMs)."""
+    from ..predictor import PromptError
+
+    try:
+        if prompts.boxes is None:
+            coords, labels = prompts.point_arrays()
+            result = predictor.predict(coords, labels, prompts.box, prompts.mask_input, multimask_output=multimask)
+            return result, result.masks
+        result = predictor.predict_boxes(prompts.boxes, multimask_output=multimask, full_masks=not stream)
+    except PromptError as exc:
+        raise CommandError(str(exc)) from exc
+    per_box = result.low_res_logits.shape[1]
+    masks_shape = (len(prompts.boxes), *((per_box,) if per_box > 1 else ()), *image_shape)
+    if not stream:
+        return result, result.masks.reshape(masks_shape)
+    post, logits = predictor.postprocessor(), result.low_res_logits  # (B, M, 256, 256)
+
+    def fill(start: int, out: np.ndarray) -> None:  # out: masks of boxes start .. start + len(out)
+        post.masks_into(logits[start : start + len(out)].reshape(-1, *logits.shape[-2:]),
+                        out.reshape(-1, *image_shape))
+
+    return result, StreamedArray(masks_shape, np.dtype(bool), fill)
+
+
+def _write_overlay(path, image: np.ndarray, predictor, result, prompts: _Prompts, depth) -> None:
+    from ..live.rgbd import draw_distances
+    from ..visualize import draw_overlay, mask_boxes
+
+    # TinySAM: one mask per object, the best-scored of its three (as its demos show)
+    shown = result.best() if predictor.always_three_masks else result
+    flat = shown.masks.reshape(-1, *shown.masks.shape[-2:])
+    coords, labels = prompts.point_arrays()
+    overlay = draw_overlay(image, flat, scores=shown.iou_predictions.reshape(-1), points=coords,
+                           point_labels=labels, boxes=prompts.boxes if prompts.boxes is not None else prompts.box)
+    if depth is not None:  # each shown object's distance under its score
+        draw_distances(overlay, mask_boxes(flat), depth.measure(flat))
+    write_image(path, overlay)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..predictor import SamPredictor
+    from ..variants import model_name
+
+    if not args.save_npz and not args.overlay and not args.depth:
+        raise CommandError("nothing to write: give --save-npz and/or --overlay (or --depth to print 3D)")
+    # outputs first: an unwritable path fails now, not after the model ran
+    overlay_path = check_output(args.overlay, "--overlay", image=True) if args.overlay else None
+    if args.save_npz:
+        check_output(args.save_npz, "--save-npz")
+    prompts = _parse_prompts(args)
+
+    def read_inputs():
+        image = load_image(args.image)
+        depth = DepthInput.from_args(args, image.shape[:2])  # None without --depth
+        _check_prompts(prompts, image.shape[:2])
+        return image, depth
+
+    (image, depth), runtime = _open_runtime_while(args, read_inputs)
     if args.multimask and runtime.num_mask_outputs == 1:
+        runtime.close()
         raise CommandError("this model was exported with --single-mask: --multimask needs a 4-output decoder export")
     predictor = SamPredictor(runtime)
     started = time.perf_counter()
     predictor.set_image(image)
     encoded = time.perf_counter()
-    # many boxes and only the .npz wanted: the full-size masks are made chunk by chunk
-    # while the file is written, never all in memory (100 masks of a 2048x1365 photo
-    # are 280 MB of fresh pages, which cost more than the masks' arithmetic on our VMs)
-    stream = boxes is not None and not args.overlay and depth is None
-    try:
-        if boxes is not None:
-            result = predictor.predict_boxes(boxes, multimask_output=args.multimask, full_masks=not stream)
-            per_box = result.low_res_logits.shape[1]
-            masks_shape = (len(boxes), *((per_box,) if per_box > 1 else ()), *image.shape[:2])
-            if stream:
-                post, logits = predictor.postprocessor(), result.low_res_logits  # (B, M, 256, 256)
-
-                def fill(start: int, out: np.ndarray) -> None:  # out: masks of boxes start .. start + len(out)
-                    post.masks_into(logits[start : start + len(out)].reshape(-1, *logits.shape[-2:]),
-                                    out.reshape(-1, *image.shape[:2]))
-
-                masks = StreamedArray(masks_shape, np.dtype(bool), fill)
-            else:
-                masks = result.masks.reshape(masks_shape)
-        else:
-            coords = np.asarray([p[:2] for p in points], np.float32) if points else None
-            labels = np.asarray([p[2] for p in points], np.float32) if points else None
-            result = predictor.predict(coords, labels, box, mask_input, multimask_output=args.multimask)
-            masks = result.masks
-    except PromptError as exc:
-        raise CommandError(str(exc)) from exc
+    stream = prompts.boxes is not None and not args.overlay and depth is None
+    result, masks = _predict(predictor, prompts, image.shape[:2], args.multimask, stream)
     decoded = time.perf_counter()
     print(
         f"{model_name(runtime.variant, runtime.prompt_decoder)}, {runtime.describe()}: "
@@ -150,20 +223,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.save_npz}" + (f" ({1000 * (time.perf_counter() - decoded):.0f} ms with the masks)"
                                           if stream else ""), file=sys.stderr)
     if args.overlay:
-        # TinySAM: one mask per object, the best-scored of its three (as its demos show)
-        shown = result.best() if predictor.always_three_masks else result
-        flat = shown.masks.reshape(-1, *shown.masks.shape[-2:])
-        overlay = draw_overlay(
-            image,
-            flat,
-            scores=shown.iou_predictions.reshape(-1),
-            points=np.asarray([p[:2] for p in points]) if points else None,
-            point_labels=np.asarray([p[2] for p in points]) if points else None,
-            boxes=boxes if boxes is not None else box,
-        )
-        if depth is not None:  # each shown object's distance under its score
-            draw_distances(overlay, mask_boxes(flat), depth.measure(flat))
-        write_image(overlay_path, overlay)
-        print(f"wrote {overlay_path}", file=sys.stderr)
+        _write_overlay(overlay_path, image, predictor, result, prompts, depth)
     runtime.close()
     return 0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry import LOW_RES_SIZE
 from ..predictor import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_FOREGROUND, LABEL_PADDING
-from ..runtime.base import LOW_RES_SIZE
 from ..transforms import apply_coords
 
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import IMAGE_SIZE, LOW_RES_SIZE
 from ..predictor import ImageEmbedding, SamPredictor, select_best
-from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE, empty_mask_input
+from ..runtime.base import empty_mask_input
 from ..transforms import upscale_logits
 from ..variants import PROMPT_GUIDED_DECODER
 from . import masks as mk
@@ -311,10 +312,6 @@ class EverythingSegmenter:
         timings["total"] = (_timer() - t_start) * 1e3
         result.timings_ms = {k: round(v, 3) for k, v in timings.items()}
         return result
-
-    def discover(self, image: np.ndarray, config: EverythingConfig | None = None) -> np.ndarray:
-        """The detector's boxes for ``image`` (original pixels), without segmenting."""
-        return self._prompt_boxes(image, None, None, config or self.config, {})
 
     # --- internals --------------------------------------------------------------------
     def _prompt_boxes(self, image, embedding, boxes, cfg, timings) -> np.ndarray:

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..variants import VARIANTS
 from .prompts import PERSISTENCE
@@ -343,13 +343,11 @@ def _cross_checks(v: dict[str, Any], check_files: bool) -> list[str]:
     return problems
 
 
-def spec_table(names: Iterable[str] | None = None) -> str:
+def spec_table() -> str:
     """The parameter table as Markdown (docs/ros-node.md, filled in by scripts/docs_hooks.py)."""
     rows = ["| parameter | default | meaning (run time: changeable with `ros2 param set` while running) |",
             "| --- | --- | --- |"]
     for spec in PARAMETERS:
-        if names is not None and spec.name not in names:
-            continue
         default = spec.default
         shown = f'"{default}"' if isinstance(default, str) else str(default).lower() if isinstance(default, bool) else default
         choices = " (" + " \\| ".join(spec.choices) + ")" if spec.choices else ""

@@ -48,8 +48,6 @@ class CameraScheduler:
         self._thread: threading.Thread | None = None
         #: frames or prompt changes handled per camera (diagnostics, tests)
         self.served = [0] * len(self.workers)
-        #: frames dropped because they arrived while paused, per camera
-        self.dropped_paused = [0] * len(self.workers)
 
     # --- thread ---------------------------------------------------------------------------
     @property
@@ -115,9 +113,8 @@ class CameraScheduler:
         with self._cond:
             self._paused = paused
             if paused:
-                for i, worker in enumerate(self.workers):
-                    if worker.slot.take() is not None:
-                        self.dropped_paused[i] += 1
+                for worker in self.workers:
+                    worker.slot.take()
             self._cond.notify_all()
 
     def call_soon(self, call: Callable[[], None]) -> None:

@@ -22,9 +22,9 @@ from typing import Any, Hashable
 
 import numpy as np
 
+from ..geometry import LOW_RES_SIZE
 from ..postprocess import get_postprocessor
 from ..predictor import ImageEmbedding, Prompt, PromptError, SamPredictor, validate_prompt
-from ..runtime.base import LOW_RES_SIZE
 from ..visualize import mask_boxes, masks_to_label_image
 from .frames import FrameError
 from .prompts import BOXES, CLEAR, POINTS, REMOVE, ObjectPrompt, PromptState, StreamClock, resolve_target, stamp_seconds

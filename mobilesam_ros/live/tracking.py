@@ -6,7 +6,7 @@ counter wraps only past 65535 (the largest value of the mono16 ``~/labels`` imag
 then skips ids still in use. The id is the object's value in ``~/labels``, its
 ``Detection2D.id``, its colour and label in the overlay, and the key of 3D outputs.
 
-**Per-frame objects (the contract for other modules, e.g. live/depth.py).**
+**Per-frame objects (the contract for other modules, e.g. live/rgbd.py).**
 ``SegmentationResult.objects()`` returns one :class:`TrackedObject` per published
 object, in label order: ``track_id`` (int), ``mask`` ((H, W) bool, a view into the
 result), ``box`` ((4,) float32 x0, y0, x1, y1, pixel edges, x1/y1 exclusive),
@@ -24,7 +24,9 @@ the previous mask's most interior pixel (moved the same way), and, with
 over the real time between the two frames (the frames' stamps; one frame period when a
 stamp does not advance), so frames the node dropped do not slow the prediction down:
 the median pyramidal Lucas-Kanade flow of 8 points inside the previous mask (half
-resolution; falls back to constant velocity when fewer than 3 points track), or
+resolution), unless the blob of the object's colours nearest the prediction disagrees
+(flow reads no motion inside a plain object; then the blob's shift; constant velocity
+when neither answers: see ``_locate_by_colour``), or
 constant velocity (the least-squares slope of the last 3 steady mask centres over
 time: an object that turns is predicted right again two frames later), or none
 (``motion``). When the motion moves an object by more than 15 % of its size, it gets a
@@ -75,8 +77,8 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from ..geometry import IMAGE_SIZE, LOW_RES_SIZE
 from ..predictor import Prompt
-from ..runtime.base import IMAGE_SIZE, LOW_RES_SIZE
 
 TRACK_ID_MAX = 65535
 MOTIONS = ("flow", "velocity", "none")
@@ -108,6 +110,15 @@ SEARCH_MAX = 0.5
 #: COLOUR_BIN_MIN of the object's pixels. A mask below MIN_APPEARANCE is mostly something
 #: else (an occluder, a neighbour it merged with, the background): never the object.
 COLOUR_BIN_MIN = 0.01
+#: locating a plain object by its colours (flow finds nothing inside it): the window reaches
+#: this fraction of the object's size beyond where it was and where it is predicted; a blob of
+#: its colours is the object when its area is within COLOUR_AREA of the object's (low-res
+#: masks of fewer than COLOUR_MIN_AREA pixels have too few colours to be told apart)
+COLOUR_SEARCH = 0.5
+COLOUR_AREA = (0.5, 1.5)
+COLOUR_MIN_AREA = 12
+#: flow is kept where it lands within this fraction of the object's size of its colours' blob
+COLOUR_AGREE = 0.2
 #: a followed object's mask is cut to its prompt box widened by this fraction of its size
 BOX_SLACK = 0.1
 MIN_APPEARANCE = 0.75
@@ -612,10 +623,16 @@ class Tracker:
         now = self.time_of(seq)
         for track, anchor in propagate:
             dt = now - anchor.t
+            located = None
+            if self.config.motion == "flow":  # the object's colours first: flow finds nothing inside a plain one
+                located = self._locate_by_colour(track, anchor, track.velocity * dt, seq)
             if self.config.motion == "none":
                 shift = np.zeros(2, np.float32)
-            elif track.track_id in flows and track.lost == 0:
-                shift = flows[track.track_id]
+            elif track.track_id in flows and track.lost == 0 and (located is None or float(np.hypot(
+                    *(flows[track.track_id] - located))) <= COLOUR_AGREE * _size(anchor.box)):
+                shift = flows[track.track_id]  # finer than the colours' low-res blob, where the two agree
+            elif located is not None:
+                shift = located  # flow held on to nothing (a plain object: it reads no motion)
             else:
                 shift = track.velocity * dt
             x0, y0, x1, y1 = (float(v) for v in anchor.box)
@@ -652,6 +669,40 @@ class Tracker:
                 continue
             track.predicted = (seq, first)
         return planned
+
+    def _locate_by_colour(self, track: Track, anchor: _Obs, shift: np.ndarray, seq: int) -> np.ndarray | None:
+        """The shift (pixels) from ``anchor`` to the blob of the object's colours on frame
+        ``seq`` nearest the prediction, or None. Flow has nothing to hold on to inside a
+        plain-coloured object, and constant velocity is wrong for two frames after the
+        object turns (and more when frames are dropped): its colours show where it went.
+        Looked for in a window around both where it was and where it is predicted, widened
+        by half its size (more while it is lost); the blob must have about its area (a
+        background of its colours is one huge blob: no answer)."""
+        bins = self._rgb.get(seq)
+        if bins is None or track.hist is None or anchor.area < COLOUR_MIN_AREA:
+            return None
+        geom = self._geometry
+        f = geom.factor
+        u0, v0, u1, v1 = anchor.lbox
+        du, dv = float(shift[0]) * f, float(shift[1]) * f
+        pad = COLOUR_SEARCH * max(u1 - u0, v1 - v0) * (1 + min(SEARCH_MAX, SEARCH_WIDEN * track.lost) * 2)
+        vh, vw = geom.valid
+        wu0, wv0 = max(0, int(min(u0, u0 + du) - pad)), max(0, int(min(v0, v0 + dv) - pad))
+        wu1, wv1 = min(vw, int(max(u1, u1 + du) + pad) + 1), min(vh, int(max(v1, v1 + dv) + pad) + 1)
+        if wu1 - wu0 < 2 or wv1 - wv0 < 2:
+            return None
+        match = (track.hist[bins[wv0:wv1, wu0:wu1]] >= COLOUR_BIN_MIN).view(np.uint8)
+        count, _, stats, centroids = cv2.connectedComponentsWithStats(match, connectivity=4)
+        whole = track.ref.area if track.ref is not None else anchor.area
+        vs, us = np.nonzero(anchor.small)
+        cu, cv_ = float(us.mean()) + u0 + 0.5, float(vs.mean()) + v0 + 0.5  # the anchor mask's centroid
+        area = stats[1:count, cv2.CC_STAT_AREA]
+        blobs = np.flatnonzero((area >= COLOUR_AREA[0] * whole) & (area <= COLOUR_AREA[1] * whole)) + 1
+        if not len(blobs):
+            return None
+        moved = centroids[blobs] + (wu0 + 0.5 - cu, wv0 + 0.5 - cv_)  # (low-res) from where it was
+        k = int(np.argmin(np.hypot(moved[:, 0] - du, moved[:, 1] - dv)))  # the blob nearest the prediction
+        return (moved[k] / f).astype(np.float32)
 
     def _predict_box(self, track: Track, anchor: _Obs | None, seq: int, shift) -> np.ndarray | None:
         if anchor is None:
@@ -907,6 +958,11 @@ def _clip(box: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, 
     h, w = size
     return (min(max(float(box[0]), 0.0), w), min(max(float(box[1]), 0.0), h),
             min(max(float(box[2]), 0.0), w), min(max(float(box[3]), 0.0), h))
+
+
+def _size(box) -> float:
+    """The smaller side of a box (pixels), at least 1."""
+    return max(1.0, min(float(box[2] - box[0]), float(box[3] - box[1])))
 
 
 def _slope(centres: list) -> np.ndarray:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime.base import EMBED_SIZE, LOW_RES_SIZE
+from ..geometry import EMBED_SIZE, LOW_RES_SIZE
 
 
 def _heads_out_in(linear: nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..runtime.base import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE
+from ..geometry import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT

@@ -1,4 +1,5 @@
-"""NodeStats snapshot -> diagnostic_msgs/DiagnosticArray (for /diagnostics)."""
+"""NodeStats snapshot -> diagnostic_msgs/DiagnosticArray (for /diagnostics): one status
+per camera of the segment node."""
 
 from __future__ import annotations
 
@@ -43,3 +44,31 @@ def diagnostic_array(snapshot: dict[str, Any], stamp: Any, name: str, hardware_i
     status.values = [KeyValue(key=str(k), value="" if v is None else str(v)) for k, v in values.items()]
     msg.status = [status]
     return msg
+
+
+def cameras_diagnostics(cameras, stamp: Any, node_name: str, hardware_id: str, mode: str,
+                        enabled: bool) -> DiagnosticArray:
+    """The segment node's /diagnostics: one status per camera (ros/camera.py), named
+    "<node>: segmentation[ <camera>]"."""
+    out = DiagnosticArray()
+    out.header.stamp = stamp
+    for cam in cameras:
+        snapshot = cam.stats.snapshot()
+        counts = cam.prompts.counts()
+        extra = {
+            "image_topic": cam.image_topic,
+            "image_reliability": (cam.images.reliability if cam.images is not None else None)
+            or "waiting for a publisher",
+            "mode": mode,
+            "enabled": enabled,
+            "active_points": counts["points"],
+            "active_boxes": counts["boxes"],
+        }
+        tracker = cam.segmenter.tracker
+        if tracker is not None:
+            extra.update(tracker.counts())  # read from another thread: plain ints, a snapshot is good enough
+        if cam.depth3d is not None:
+            extra.update(cam.depth3d.diagnostics())
+        name = f"{node_name}: segmentation" + (f" {cam.name}" if cam.name else "")
+        out.status += diagnostic_array(snapshot, stamp, name, hardware_id, extra).status
+    return out

@@ -43,13 +43,13 @@ class SegmentLifecycleNode(LifecycleNodeMixin, SegmentNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         SegmentNode.__init__(self, node_name, managed=True, **kwargs)
         LifecycleNodeMixin.__init__(self)
-        self._log("info", "unconfigured: waiting for the configure transition")
+        self.log("info", "unconfigured: waiting for the configure transition")
 
     def _step(self, name: str, action) -> TransitionCallbackReturn:
         try:
             action()
         except StartupError as exc:
-            self._log("error", f"cannot {name}: {exc}")
+            self.log("error", f"cannot {name}: {exc}")
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
@@ -61,7 +61,7 @@ class SegmentLifecycleNode(LifecycleNodeMixin, SegmentNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self.deactivate():
-            self._log("error", f"cannot deactivate: the frame in progress took longer than deactivate_timeout "
+            self.log("error", f"cannot deactivate: the frame in progress took longer than deactivate_timeout "
                                f"({self.config['deactivate_timeout']} s); the node stays active")
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS

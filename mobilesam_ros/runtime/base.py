@@ -18,6 +18,8 @@ Tensor conventions (all numpy, float32, C-contiguous):
     - ``low_res_masks``    (B, K, 256, 256) logits
   where K = ``num_mask_outputs``: 4 (token 0 = single-mask output, tokens 1..3 =
   multimask outputs, SAM's order) or 1 for a single-mask decoder export.
+
+The sizes (1024, 256, 64) are the model's geometry (``mobilesam_ros/geometry.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_SIZE = 1024
-EMBED_DIM = 256
-EMBED_SIZE = 64
-LOW_RES_SIZE = 256
+from ..geometry import EMBED_DIM, EMBED_SIZE, LOW_RES_SIZE
 
 ENCODER_INPUT_NAMES = ("image",)
 ENCODER_OUTPUT_NAMES = ("image_embeddings",)

@@ -19,15 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from .base import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
-    EMBED_DIM,
-    EMBED_SIZE,
     ENCODER_INPUT_NAMES,
     ENCODER_OUTPUT_NAMES,
-    IMAGE_SIZE,
-    LOW_RES_SIZE,
     DecoderOutput,
     Runtime,
     RuntimeUnavailable,

@@ -22,7 +22,7 @@ import torch
 from ..modeling import SamDecoder, SamEncoder, load_sam
 from ..modeling.fast_decoder import FastSamDecoder
 from ..variants import DEFAULT_VARIANT, PROMPT_GUIDED_DECODER, check_variant
-from ..weights import sha256_file
+from ..weights import everything_defaults, sha256_file
 from .base import DecoderOutput, Runtime, RuntimeUnavailable
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -61,8 +61,6 @@ class TorchRuntime(Runtime):
             self.prompt_decoder = {"kind": PROMPT_GUIDED_DECODER, "file": Path(decoder_checkpoint).name,
                                    "sha256": sha256_file(decoder_checkpoint)}
         if decoder_checkpoint is None:  # the toy-world model, recognised by its weights
-            from ..toy.model import everything_defaults
-
             self.everything_defaults = everything_defaults(sam.state_dict())
         # the decoders capture the positional encoding (and, the fast one, re-arranged
         # projection weights) of the loaded weights at build time

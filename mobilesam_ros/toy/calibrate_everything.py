@@ -10,7 +10,7 @@ true object. Then every pair of thresholds on a small grid is applied as the seg
 applies them (predicted IoU above, stability at least, box NMS 0.7 by predicted IoU),
 and the pairs are ranked by recall (true objects covered by a kept mask at IoU >= 0.5)
 plus precision (kept masks that lie on a true object at IoU >= 0.5). The chosen pair
-goes into ``toy.model.EVERYTHING_DEFAULTS`` by hand; check it on held-out scenes
+goes into ``weights.TOY_EVERYTHING_THRESHOLDS`` by hand; check it on held-out scenes
 (``--seed0``) with the segmenter itself (``--check``).
 """
 

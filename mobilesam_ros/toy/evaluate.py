@@ -24,14 +24,14 @@ import cv2
 import numpy as np
 
 from ..predictor import SamPredictor
-from .scenes import Scene, make_scene
+from .scenes import ALL_STYLES, Scene, make_scene
 
 #: evaluation scenes start here (training uses 10_000 + i; the running held-out check 1_000_000 + i)
 EVAL_SEED0 = 3_000_000
 
 
 def eval_scene(index: int, style: str = "gradient") -> Scene:
-    offset = {"gradient": 0, "blotches": 100_000, "stripes": 200_000}[style]
+    offset = {"gradient": 0, "blotches": 100_000, "stripes": 200_000, "texture": 300_000}[style]
     return make_scene(EVAL_SEED0 + offset + index, 640, 480, style)
 
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a checkpoint .pt (default: the shipped toy-world model)")
     source.add_argument("--model", help="a directory written by 'mobilesam-ros export'")
-    parser.add_argument("--trained", help="trained tensors (.npz) to assemble instead of the shipped ones")
+    parser.add_argument("--trained", help="trained tensors (.npz) to assemble instead of the shipped ones "
+                                          "(a candidate: toy/finetune's WORK/toy_world.npz)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
     parser.add_argument("--scenes", type=int, default=60, help="scenes per background style (default 60)")
     parser.add_argument("--styles", default="gradient,stripes", help="background styles (default gradient,stripes)")
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scenes must be >= 1")
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     for style in styles:
-        if style not in ("gradient", "blotches", "stripes"):
-            parser.error(f"unknown style {style!r}: gradient, blotches or stripes")
+        if style not in ALL_STYLES:
+            parser.error(f"unknown style {style!r}: one of {', '.join(ALL_STYLES)}")
 
     from ..runtime import create_runtime
 

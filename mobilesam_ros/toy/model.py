@@ -23,52 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..weights import TOY_WORLD_TENSORS
+
 TOY_ENCODER_SEED = 2026
 #: the entries the first training phase changes (the second trains the encoder too)
 TRAINED_PREFIXES = ("image_encoder.neck.", "prompt_encoder.", "mask_decoder.")
-SHIPPED = Path(__file__).with_name("toy_world.npz")
+SHIPPED = TOY_WORLD_TENSORS  # weights.py recognises a loaded toy-world model by these tensors
 TOY_NOTICE = ("toy-world model: trained on synthetic shapes only, meaningless on real images "
               "(see docs/models.md, 'Toy-world model')")
-
-#: segment-everything thresholds recommended for the toy-world model, per strategy (its
-#: IoU head and logits are calibrated on toy scenes, not as SAM's: at SAM's 0.88 / 0.95
-#: nothing passes). Measured with ``python -m mobilesam_ros.toy.calibrate_everything``
-#: (docs/everything.md, "Thresholds recorded per model"); re-measure after retraining.
-#: Calibration (12 scenes, 16 x 16 grid, 43 objects): recall 0.77, precision 0.83 at
-#: 0.4 / 0.8 (the best recall + precision; predicted IoU 0 to 0.4 tie), 0.16 at SAM's
-#: 0.88 / 0.95. Held out (10 scenes, 8 x 8 grid, 29 objects): recall 0.79, precision 0.91
-#: (SAM's: 0.21).
-EVERYTHING_DEFAULTS = {
-    "grid": {"pred_iou_thresh": 0.4, "stability_score_thresh": 0.8},
-    "hierarchical": {"pred_iou_thresh": 0.4, "stability_score_thresh": 0.8},
-}
-#: small trained tensors that identify the shipped toy-world model in a loaded checkpoint
-_FINGERPRINT = ("mask_decoder.iou_token.weight", "mask_decoder.iou_prediction_head.layers.2.bias")
-
-
-def is_toy_model(state: dict, trained: str | os.PathLike | None = None) -> bool:
-    """True when ``state`` (a loaded state dict, name -> tensor) holds the shipped toy-world
-    model's trained tensors (compared exactly on a few small ones), whatever its file is called."""
-    source = Path(trained) if trained is not None else SHIPPED
-    if not source.is_file() or any(name not in state for name in _FINGERPRINT):
-        return False
-    with np.load(source) as data:
-        if any(name not in data.files for name in _FINGERPRINT):
-            return False
-        for name in _FINGERPRINT:
-            ours = data[name].astype(np.float32).reshape(-1)
-            theirs = state[name].detach().cpu().numpy().astype(np.float32).reshape(-1)
-            if ours.shape != theirs.shape or not np.array_equal(ours, theirs):
-                return False
-    return True
-
-
-def everything_defaults(state: dict) -> dict | None:
-    """The toy-world model's recorded everything thresholds when ``state`` is that model, else None."""
-    if not is_toy_model(state):
-        return None
-    return {strategy: dict(values) for strategy, values in EVERYTHING_DEFAULTS.items()}
-
 
 def base_state_dict(seed: int = TOY_ENCODER_SEED) -> dict:
     """Every entry of the official layout, seeded random (the untrained toy model)."""

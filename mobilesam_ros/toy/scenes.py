@@ -6,9 +6,10 @@ known. The toy-world model is trained and evaluated on these; behaviour tests
 (tracking, depth, segment-everything) use them for scenes with known truth.
 
 Background styles: ``gradient`` (the demo's style: a colour ramp with mild noise),
-``blotches`` (low-frequency colour blobs) -- both used in training -- and
-``stripes`` (a texture never used in training: held out to report how the model
-generalises).
+``blotches`` (low-frequency colour blobs) -- both used in training --, ``texture``
+(multi-scale random cells and grain, aperiodic: used only by the second training
+phase, :mod:`mobilesam_ros.toy.finetune`) and ``stripes`` (a periodic texture never
+used in training: held out to report how the model generalises).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+#: the first training phase's styles (also what int8 calibration draws from)
 TRAIN_STYLES = ("gradient", "blotches")
-ALL_STYLES = ("gradient", "blotches", "stripes")
+ALL_STYLES = ("gradient", "blotches", "texture", "stripes")
 KINDS = ("disk", "ellipse", "rectangle", "triangle", "polygon")
 
 
@@ -28,7 +30,7 @@ class Scene:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     masks: np.ndarray  # (N, H, W) bool, visible part of each shape (occlusion applied)
     kinds: list[str] = field(default_factory=list)
-    colors: list[tuple[int, int, int]] = field(default_factory=list)
+    colours: list[tuple[int, int, int]] = field(default_factory=list)
 
     def boxes(self) -> np.ndarray:
         """(N, 4) tight x0, y0, x1, y1 boxes of the visible masks (pixel edges)."""
@@ -59,31 +61,42 @@ def background(rng: np.random.Generator, width: int, height: int, style: str) ->
         t = 0.5 + 0.5 * np.sin(2 * np.pi * phase)
         img = c0 + (c1 - c0) * t[..., None]
         noise_sigma = rng.uniform(2, 8)
+    elif style == "texture":
+        # cells of three sizes (4-48 px) summed: as busy as stripes, but without their period or direction
+        field_ = np.zeros((height, width), np.float32)
+        for cell in (rng.uniform(4, 8), rng.uniform(10, 20), rng.uniform(24, 48)):
+            grid = rng.standard_normal((max(2, round(height / cell)), max(2, round(width / cell)))).astype(np.float32)
+            interpolation = cv2.INTER_NEAREST if rng.random() < 0.4 else cv2.INTER_LINEAR
+            field_ += cv2.resize(grid, (width, height), interpolation=interpolation)
+        t = np.clip(0.5 + field_ / (4 * float(field_.std()) + 1e-6), 0, 1)
+        c0, c1 = rng.uniform(30, 210, 3), rng.uniform(30, 210, 3)
+        img = c0 + (c1 - c0) * t[..., None]
+        noise_sigma = rng.uniform(2, 8)
     else:
         raise ValueError(f"unknown background style {style!r} (one of {', '.join(ALL_STYLES)})")
     img = img + rng.normal(0, noise_sigma, (height, width, 1)).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _distinct_color(rng: np.random.Generator, image: np.ndarray, center: tuple[int, int]) -> tuple[int, int, int]:
+def _distinct_colour(rng: np.random.Generator, image: np.ndarray, center: tuple[int, int]) -> tuple[int, int, int]:
     """A saturated colour far (in RGB) from the background where the shape goes."""
     x, y = center
     h, w = image.shape[:2]
     local = image[max(0, y - 20):min(h, y + 20), max(0, x - 20):min(w, x + 20)].reshape(-1, 3).mean(0)
     best, best_d = None, -1.0
     for _ in range(12):
-        color = rng.uniform(0, 255, 3)
-        color[rng.integers(0, 3)] = rng.choice([rng.uniform(0, 60), rng.uniform(195, 255)])
-        d = float(np.linalg.norm(color - local))
+        colour = rng.uniform(0, 255, 3)
+        colour[rng.integers(0, 3)] = rng.choice([rng.uniform(0, 60), rng.uniform(195, 255)])
+        d = float(np.linalg.norm(colour - local))
         if d > best_d:
-            best, best_d = color, d
+            best, best_d = colour, d
         if d > 120:
             break
     return tuple(int(c) for c in best)
 
 
 def draw_shape(canvas: np.ndarray, kind: str, center: tuple[float, float], size: float, angle: float,
-               color: tuple[int, int, int], rng: np.random.Generator | None = None, aspect: float = 1.0,
+               colour: tuple[int, int, int], rng: np.random.Generator | None = None, aspect: float = 1.0,
                vertices: np.ndarray | None = None) -> np.ndarray:
     """Draw one filled shape of about ``size`` px across; return its (H, W) bool mask.
 
@@ -117,7 +130,7 @@ def draw_shape(canvas: np.ndarray, kind: str, center: tuple[float, float], size:
         pts = (vertices @ rot.T) * r + np.array([cx, cy])
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     bool_mask = mask.astype(bool)
-    canvas[bool_mask] = color
+    canvas[bool_mask] = colour
     return bool_mask
 
 
@@ -131,7 +144,7 @@ def make_scene(seed: int, width: int = 640, height: int = 480, style: str = "gra
     image = background(rng, width, height, style)
     masks: list[np.ndarray] = []
     kinds: list[str] = []
-    colors: list[tuple[int, int, int]] = []
+    colours: list[tuple[int, int, int]] = []
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
     scale = min(width / 640.0, height / 480.0) if min(width, height) < 480 else 1.0
     for _ in range(count):
@@ -139,22 +152,50 @@ def make_scene(seed: int, width: int = 640, height: int = 480, style: str = "gra
         size = rng.uniform(*size_range) * scale
         cx = rng.uniform(size / 2, width - size / 2)
         cy = rng.uniform(size / 2, height - size / 2)
-        color = _distinct_color(rng, image, (int(cx), int(cy)))
+        colour = _distinct_colour(rng, image, (int(cx), int(cy)))
         aspect = rng.uniform(0.45, 1.0) if kind != "disk" else 1.0
         trial = image.copy()
-        mask = draw_shape(trial, kind, (cx, cy), size, rng.uniform(0, np.pi), color, rng, aspect)
+        mask = draw_shape(trial, kind, (cx, cy), size, rng.uniform(0, np.pi), colour, rng, aspect)
         visible_before = [m & ~mask for m in masks]
         if mask.sum() < 100 or any(v.sum() < min_visible * m.sum() for v, m in zip(visible_before, masks)):
             continue  # would hide too much of an earlier shape: skip it
         image = trial
         masks = visible_before + [mask]
         kinds.append(kind)
-        colors.append(color)
+        colours.append(colour)
     if not masks:  # always at least one object
-        color = _distinct_color(rng, image, (width // 2, height // 2))
-        masks = [draw_shape(image, "disk", (width / 2, height / 2), 100 * max(scale, 0.5), 0.0, color)]
-        kinds, colors = ["disk"], [color]
-    return Scene(image, np.stack(masks), kinds, colors)
+        colour = _distinct_colour(rng, image, (width // 2, height // 2))
+        masks = [draw_shape(image, "disk", (width / 2, height / 2), 100 * max(scale, 0.5), 0.0, colour)]
+        kinds, colours = ["disk"], [colour]
+    return Scene(image, np.stack(masks), kinds, colours)
+
+
+def add_occluder(scene: Scene, rng: np.random.Generator, target: int, min_visible: float = 0.35,
+                 tries: int = 6) -> Scene:
+    """``scene`` with one more shape drawn over part of object ``target`` (a partly
+    occluded target, as tracking sees behind a passing object), or unchanged when no try
+    leaves every object at least ``min_visible`` of its area and 100 px."""
+    h, w = scene.image.shape[:2]
+    x0, y0, x1, y1 = scene.boxes()[target]
+    extent = float(max(x1 - x0, y1 - y0))
+    areas = scene.masks.reshape(len(scene.masks), -1).sum(1)
+    for _ in range(tries):
+        kind = str(rng.choice(KINDS))
+        size = extent * rng.uniform(0.5, 1.1)
+        # centred near the target's edge: half in, half out
+        angle = rng.uniform(0, 2 * np.pi)
+        cx = (x0 + x1) / 2 + np.cos(angle) * (x1 - x0) / 2 * rng.uniform(0.6, 1.2)
+        cy = (y0 + y1) / 2 + np.sin(angle) * (y1 - y0) / 2 * rng.uniform(0.6, 1.2)
+        image = scene.image.copy()
+        colour = _distinct_colour(rng, image, (int(np.clip(cx, 0, w - 1)), int(np.clip(cy, 0, h - 1))))
+        aspect = rng.uniform(0.45, 1.0) if kind != "disk" else 1.0
+        mask = draw_shape(image, kind, (cx, cy), size, rng.uniform(0, np.pi), colour, rng, aspect)
+        visible = scene.masks & ~mask
+        kept = visible.reshape(len(visible), -1).sum(1)
+        if mask.sum() < 100 or (kept < np.maximum(100, min_visible * areas)).any() or kept[target] == areas[target]:
+            continue
+        return Scene(image, np.concatenate([visible, mask[None]]), scene.kinds + [kind], scene.colours + [colour])
+    return scene
 
 
 # --- moving sequences (tracking with known truth) ---------------------------------------------------
@@ -175,7 +216,7 @@ class Mover:
 
     kind: str
     size: float
-    color: tuple[int, int, int]
+    colour: tuple[int, int, int]
     start: tuple[float, float]
     velocity: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
@@ -228,7 +269,7 @@ class Sequence:
         image = self.background().copy()
         masks = np.zeros((len(self.movers), self.height, self.width), bool)
         for i, m in enumerate(self.movers):
-            mask = draw_shape(image, m.kind, m.centre(t, self.width, self.height), m.size, m.angle, m.color,
+            mask = draw_shape(image, m.kind, m.centre(t, self.width, self.height), m.size, m.angle, m.colour,
                               aspect=m.aspect, vertices=m.vertices)
             masks[:i] &= ~mask
             masks[i] = mask
@@ -246,9 +287,9 @@ def random_mover(rng: np.random.Generator, width: int, height: int, size: float,
     cx = rng.uniform(size / 2, width - size / 2)
     cy = rng.uniform(size / 2, height - size / 2)
     if image is not None:
-        color = _distinct_color(rng, image, (int(cx), int(cy)))
+        colour = _distinct_colour(rng, image, (int(cx), int(cy)))
     else:
-        color = tuple(int(c) for c in rng.integers(30, 256, 3))
+        colour = tuple(int(c) for c in rng.integers(30, 256, 3))
     aspect = float(rng.uniform(0.55, 1.0)) if kind != "disk" else 1.0
     vertices = None
     if kind == "polygon":  # fixed vertices: the shape must not change from frame to frame
@@ -257,6 +298,6 @@ def random_mover(rng: np.random.Generator, width: int, height: int, size: float,
         radius = rng.uniform(0.7, 1.0, n)
         vertices = np.stack([np.cos(a) * radius, np.sin(a) * radius], 1)
     heading = rng.uniform(0, 2 * np.pi)
-    return Mover(kind, float(size), color, (float(cx), float(cy)),
+    return Mover(kind, float(size), colour, (float(cx), float(cy)),
                  (float(speed * np.cos(heading)), float(speed * np.sin(heading))),
                  float(rng.uniform(0, np.pi)), aspect, vertices)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.base import LOW_RES_SIZE
+from ..geometry import LOW_RES_SIZE
 from ..transforms import ImagePreprocessor, apply_coords, preprocess_shape, resize_longest_side
 from .model import TRAINED_PREFIXES, base_state_dict, save_trained
 from .scenes import Scene, make_scene
@@ -233,14 +233,15 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
 
 
-def prompt_batch(rng, scene: Scene, kinds: list[str], objects: list[int]):
+def prompt_batch(rng, scene: Scene, kinds: list[str], objects: list[int], make=make_prompt):
     """Group the prompts of one scene by point count (no extra padding tokens, as the
-    predictor does); yield tensors per group with their targets."""
+    predictor does); yield tensors per group with their targets. ``make`` builds one
+    prompt (:func:`make_prompt`'s signature; the fine-tune adds tracking-like kinds)."""
     h, w = scene.image.shape[:2]
     input_size = preprocess_shape(h, w)
     groups: dict[int, list] = {}
     for kind, obj in zip(kinds, objects):
-        coords, labels, mask_input = make_prompt(rng, scene, obj, kind)
+        coords, labels, mask_input = make(rng, scene, obj, kind)
         coords = apply_coords(coords, (h, w), input_size)
         groups.setdefault(len(labels), []).append((coords, labels, mask_input, obj, kind))
     for items in groups.values():
@@ -312,7 +313,7 @@ def warmup_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
 
 
 # --- the program ----------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.toy.train", description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="folder for the feature cache, state and product")
     parser.add_argument("--scenes", type=int, default=320, help="training scenes (default 320)")
@@ -335,6 +336,51 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("scenes", "steps", "scenes_per_step", "prompts_per_scene", "eval_every", "save_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def cached_scenes(cache: FeatureCache, num_train: int, num_held_out: int) -> tuple[list, list]:
+    """The training scenes' features (index, features) and the held-out (scene, features),
+    encoded once by the frozen encoder and cached, with progress."""
+    t0 = time.time()
+    train_scenes: list[tuple[int, np.ndarray]] = []
+    encoded = 0  # scenes encoded by this run (the rest came from the cache)
+    for i in range(num_train):
+        name = f"train-{i:05d}"
+        encoded += not cache.has(name)
+        train_scenes.append((i, cache.get(name, training_scene(i).image)))
+        if (i + 1) % 20 == 0 or i + 1 == num_train:
+            rate = (time.time() - t0) / max(1, encoded)
+            left = sum(not cache.has(f"train-{j:05d}") for j in range(i + 1, num_train))
+            print(f"[cache] {i + 1}/{num_train} training scenes ready ({encoded} encoded now, "
+                  f"{rate:.2f} s each, ~{rate * left / 60:.1f} min left)", flush=True)
+    held_out = [held_out_scene(j) for j in range(num_held_out)]
+    return train_scenes, [(s, cache.get(f"heldout-{j:05d}", s.image)) for j, s in enumerate(held_out)]
+
+
+def train_step(parts: TrainableParts, train_scenes: list, rng: np.random.Generator, args: argparse.Namespace) -> float:
+    """One step's gradients (the caller steps the optimiser): ``scenes_per_step`` scenes,
+    ``prompts_per_scene`` prompts each, every prompt group decoded against its scene's
+    embedding. Returns the step's loss."""
+    total = 0.0
+    for pick in rng.choice(len(train_scenes), args.scenes_per_step, replace=False):
+        index, features = train_scenes[pick]
+        scene = training_scene(index)
+        objects = [int(o) for o in rng.integers(0, len(scene.masks), args.prompts_per_scene)]
+        kinds = [str(k) for k in rng.choice(PROMPT_KINDS, args.prompts_per_scene, p=PROMPT_WEIGHTS)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            emb = parts.embed(torch.from_numpy(features)[None])
+            for coords, labels, mask_in, has_mask, targets, group_kinds in prompt_batch(rng, scene, kinds, objects):
+                masks, iou_pred = parts.decode(emb, coords, labels, mask_in, has_mask)
+                loss = prompt_losses(masks, iou_pred, targets, group_kinds, args.pos_weight_power).sum()
+                loss = loss / (args.scenes_per_step * args.prompts_per_scene)
+                loss.backward(retain_graph=True)  # the embedding is shared by the groups
+                total += float(loss.detach())
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -346,22 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     sam = Sam()
     sam.load_state_dict(base_state_dict())
     sam.eval()
-    cache = FeatureCache(work / "features", sam.image_encoder)
-
     t0 = time.time()
-    train_scenes: list[tuple[int, np.ndarray]] = []
-    encoded = 0  # scenes encoded by this run (the rest came from the cache)
-    for i in range(args.scenes):
-        name = f"train-{i:05d}"
-        encoded += not cache.has(name)
-        train_scenes.append((i, cache.get(name, training_scene(i).image)))
-        if (i + 1) % 20 == 0 or i + 1 == args.scenes:
-            rate = (time.time() - t0) / max(1, encoded)
-            left = sum(not cache.has(f"train-{j:05d}") for j in range(i + 1, args.scenes))
-            print(f"[cache] {i + 1}/{args.scenes} training scenes ready ({encoded} encoded now, "
-                  f"{rate:.2f} s each, ~{rate * left / 60:.1f} min left)", flush=True)
-    held_out = [(held_out_scene(j), None) for j in range(args.held_out)]
-    held_out = [(s, cache.get(f"heldout-{j:05d}", s.image)) for j, (s, _) in enumerate(held_out)]
+    train_scenes, held_out = cached_scenes(FeatureCache(work / "features", sam.image_encoder), args.scenes, args.held_out)
 
     parts = TrainableParts(sam)
     parts.train()
@@ -396,25 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         for group in optim.param_groups:
             group["lr"] = lr_at(step)
         optim.zero_grad(set_to_none=True)
-        total = 0.0
-        picks = rng.choice(len(train_scenes), args.scenes_per_step, replace=False)
-        for pick in picks:
-            index, features = train_scenes[pick]
-            scene = training_scene(index)
-            n = len(scene.masks)
-            objects = [int(o) for o in rng.integers(0, n, args.prompts_per_scene)]
-            kinds = [str(k) for k in rng.choice(PROMPT_KINDS, args.prompts_per_scene, p=PROMPT_WEIGHTS)]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                emb = parts.embed(torch.from_numpy(features)[None])
-                for coords, labels, mask_in, has_mask, targets, group_kinds in prompt_batch(rng, scene, kinds, objects):
-                    masks, iou_pred = parts.decode(emb, coords, labels, mask_in, has_mask)
-                    loss = prompt_losses(masks, iou_pred, targets, group_kinds, args.pos_weight_power).sum()
-                    loss = loss / (args.scenes_per_step * args.prompts_per_scene)
-                    loss.backward(retain_graph=True)  # the embedding is shared by the groups
-                    total += float(loss.detach())
+        losses.append(train_step(parts, train_scenes, rng, args))
         torch.nn.utils.clip_grad_norm_(parts.parameters(), 1.0)
         optim.step()
-        losses.append(total)
         step += 1
         if step % 10 == 0:
             per_step = (time.time() - start) / (step - steps_at_start)

@@ -1,8 +1,8 @@
 """The node's 3D outputs from recorded depth and camera info (``--depth-topic``,
 ``--camera-info-topic``): ``~/detections_3d``, ``~/points``, ``~/markers``.
 
-The measuring and the messages are the node's (:mod:`mobilesam_ros.live.depth`,
-:mod:`mobilesam_ros.ros.objects3d`, with the node's ``depth.*`` defaults); only the
+The measuring and the messages are the node's (:mod:`mobilesam_ros.live.rgbd`,
+:mod:`mobilesam_ros.messages.objects3d`, with the node's ``depth.*`` defaults); only the
 pairing is offline: a colour frame takes the depth frame with the same stamp, else
 the nearest one within ``max_dt`` anywhere in the bag (the node can only wait
 ``depth.wait`` for it), and the CameraInfo logged last at or before it (the first
@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..live.config import NodeConfig
-from ..live.depth import DepthError, Objects3D
-from ..ros.objects3d import (
+from ..live.rgbd import DepthError, Objects3D
+from ..messages.images import header_key
+from ..messages.objects3d import (
     depth_options,
     detections_3d_msg,
     markers_msg,
@@ -31,7 +32,7 @@ from ..ros.objects3d import (
     result_objects,
 )
 from .io import InputBag
-from .messages import CAMERA_INFO, IMAGE, cdr_stamp, message_factories
+from .typestore import CAMERA_INFO, IMAGE, cdr_stamp, message_factories
 
 #: output name under the namespace -> message type (the node's ~/...)
 OUTPUTS_3D = {
@@ -108,7 +109,7 @@ class BagDepth:
         if len(result) == 0:
             return self._serialise(Objects3D(), [], result, out_header, None)
         pair = self.pairs[index] if index < len(self.pairs) else None
-        if _ns(_key(header)) is None:
+        if _ns(header_key(header)) is None:
             return self._skip("the colour frame has no stamp")
         if info is None:
             return self._skip(f"no camera_info on {self.info_topic}")
@@ -150,9 +151,3 @@ class BagDepth:
             "points": s.serialize_cdr(cloud, OUTPUTS_3D["points"]),
             "markers": s.serialize_cdr(markers, OUTPUTS_3D["markers"]),
         }
-
-
-def _key(header):
-    from ..live.prompts import stamp_key
-
-    return stamp_key(header.stamp.sec, header.stamp.nanosec)

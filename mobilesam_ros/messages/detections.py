@@ -1,40 +1,14 @@
-"""ROS messages <-> numpy. Only field access here: the pixel work is in
-:mod:`mobilesam_ros.live.frames`, so it is tested without ROS.
-
-Functions take message objects by duck typing (any object with the fields), so
-they are unit-tested with simple stand-ins where a message package (vision_msgs)
-is not installed.
+"""vision_msgs 2D detections <-> numpy: detector boxes and object prompts in, the
+segmentation result's ``~/detections`` out. vision_msgs 4.x (Humble and later) and
+the 3.x layout are both read.
 """
 
 from __future__ import annotations
 
-import array
 import math
-import sys
 from typing import Any
 
 import numpy as np
-
-from ..live.frames import decode_compressed, image_to_rgb
-from ..live.prompts import stamp_key
-
-_BIG_ENDIAN_HOST = sys.byteorder == "big"
-
-
-# --- incoming ---------------------------------------------------------------------------
-def header_key(header: Any):
-    """A header's stamp as the frame key (None for a zero stamp)."""
-    return stamp_key(header.stamp.sec, header.stamp.nanosec)
-
-
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB; rgb8 is a zero-copy view on ``msg.data``."""
-    return image_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
-
-
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
-    return decode_compressed(msg.data, msg.format)
 
 
 def detections_to_boxes(msg: Any) -> tuple[np.ndarray, list[str], list[float | None]]:
@@ -93,41 +67,6 @@ def detection_to_object(det: Any) -> tuple[np.ndarray | None, np.ndarray | None,
     if w == 0.0 and h == 0.0:
         return np.array([[cx, cy]], np.float32), None, target, class_id
     return None, np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32), target, class_id
-
-
-# --- outgoing -----------------------------------------------------------------------------
-class ImageOut:
-    """Builds outgoing sensor_msgs/Image messages over buffers allocated once.
-
-    ``fill(name, header, shape, dtype, encoding)`` returns (msg, view): write the
-    pixels into ``view`` (a numpy array over the message's own ``array('B')``
-    buffer), then publish ``msg``. rclpy serialises on ``publish``, so the same
-    buffer is reused for the next frame of the same size: no per-frame allocation.
-    Only the publishing thread may use an instance.
-    """
-
-    def __init__(self, image_cls: Any) -> None:
-        self._image_cls = image_cls
-        self._msgs: dict[str, Any] = {}
-        self._views: dict[str, np.ndarray] = {}
-
-    def fill(self, name: str, header: Any, shape: tuple[int, ...], dtype: Any, encoding: str):
-        dtype = np.dtype(dtype)
-        view = self._views.get(name)
-        if view is None or view.shape != tuple(shape) or view.dtype != dtype:
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            msg = self._image_cls()
-            msg.data = array.array("B", bytes(nbytes))
-            # view what the message stores (generated setters may copy what they get)
-            view = np.frombuffer(msg.data, dtype).reshape(shape)
-            msg.height, msg.width = int(shape[0]), int(shape[1])
-            msg.step = int(shape[1]) * (int(shape[2]) if len(shape) > 2 else 1) * dtype.itemsize
-            msg.is_bigendian = int(_BIG_ENDIAN_HOST and dtype.itemsize > 1)
-            self._msgs[name], self._views[name] = msg, view
-        msg = self._msgs[name]
-        msg.header = header
-        msg.encoding = encoding
-        return msg, view
 
 
 def result_to_detections(result: Any, header: Any, classes: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..live.prompts import stamp_key
-from ..ros.conversions import result_to_detections
+from ..messages.detections import result_to_detections
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -138,7 +138,7 @@ def _default_value(store, nodetype: int, detail) -> Any:
 
 def message_factories(store, package: str, names: tuple[str, ...]) -> SimpleNamespace:
     """``ns.Name()`` builds a default ``package/msg/Name``: the stand-in for a ROS
-    message module that :mod:`mobilesam_ros.ros.conversions` builds messages with."""
+    message module that :mod:`mobilesam_ros.messages` builds messages with."""
     made: dict[str, Callable[[], Any]] = {}
     for name in names:
         made[name] = (lambda t: (lambda: default_message(store, t)))(f"{package}/msg/{name}")
@@ -148,7 +148,7 @@ def message_factories(store, package: str, names: tuple[str, ...]) -> SimpleName
 class OutputMessages:
     """The node's output messages (mask, labels, detections, overlay) as rosbags
     messages, serialised to CDR. Built with the same code as the node's where the
-    message layout is involved (:func:`mobilesam_ros.ros.conversions.result_to_detections`)."""
+    message layout is involved (:func:`mobilesam_ros.messages.detections.result_to_detections`)."""
 
     def __init__(self, store) -> None:
         self.store = store

@@ -1,5 +1,5 @@
 """``mobilesam-ros segment --depth``: each object's 3D from an aligned depth image
-(:func:`mobilesam_ros.live.depth.objects_from_depth`), printed, saved (npz arrays and
+(:func:`mobilesam_ros.live.rgbd.objects_from_depth`), printed, saved (npz arrays and
 a JSON file) and written on the overlay."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..cli import CommandError
-from ..live.depth import DepthError, fit_masks_to_depth, intrinsics_matrix, objects_from_depth
+from ..live.rgbd import DepthError, fit_masks_to_depth, intrinsics_matrix, objects_from_depth
 from ._common import parse_floats
 
 

@@ -1,7 +1,7 @@
 """What 3D from aligned depth costs per frame: ``objects_from_depth`` on a synthetic
 RGB-D frame (default 640x480, 10 objects), 16UC1 and 32FC1.
 
-``python -m mobilesam_ros.bench.depth [--size 640x480] [--objects 10] [--repeats 50]
+``python -m mobilesam_ros.bench.rgbd [--size 640x480] [--objects 10] [--repeats 50]
 [--messages] [--json OUT]`` prints the median, p90 and max wall time per frame (ms), the
 median and minimum CPU time of the process (ms; what the frame costs when the cores are
 shared) and the points per frame; ``--messages`` adds the CPU time of building the
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..commands._common import frame_size
-from ..live.depth import objects_from_depth
+from ..arguments import frame_size
+from ..live.rgbd import objects_from_depth
 from ..visualize import mask_boxes
 from .model import load_average
 
@@ -84,7 +84,7 @@ def run(height: int, width: int, objects: int, repeats: int, max_points: int) ->
 def message_costs(objects, repeats: int) -> dict:
     """CPU time (ms: min / median) to build the node's 3D messages for ``objects``, with
     the real message classes where they are installed (else the entry says why not)."""
-    from ..ros.objects3d import detections_3d_msg, markers_msg, point_buffer, pointcloud_msg
+    from ..messages.objects3d import detections_3d_msg, markers_msg, point_buffer, pointcloud_msg
 
     out: dict = {}
     ids = [str(i + 1) for i in range(len(objects))]
@@ -118,7 +118,7 @@ def message_costs(objects, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.depth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mobilesam_ros.bench.rgbd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=frame_size, default="640x480", metavar="WxH")
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=50)
