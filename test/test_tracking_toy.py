@@ -40,8 +40,8 @@ def test_two_crossing_objects_keep_their_ids_and_masks_with_the_toy_model(toy_on
     scene = toy_scenarios(640, 480, 16)["crossing"]
     report = run_toy(scene, runtime, TrackingConfig())
     s = report.summary()
-    # measured (16 frames, 2 objects, 26 frames where >= 90 % of an object is visible; torch
-    # backend, 2026-12-03): followed 0.96, IoU >= 0.8 in 0.92, mean IoU 0.91; before issue 20's
+    # measured (16 frames, 2 objects, 26 frames where >= 90 % of an object is visible; ONNX
+    # Runtime as here, 2026-12-03): followed 0.96, IoU >= 0.8 in 0.92, mean IoU 0.91; before issue 20's
     # tracker (same sequence, 30 frames): followed 0.61, mean IoU 0.62. Floors: measured minus 0.1.
     assert s["followed"] >= 0.86, s
     assert s["iou_ge_0.8"] >= 0.82, s
