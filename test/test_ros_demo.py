@@ -98,9 +98,9 @@ def test_demo_clicks_the_disk_on_a_frame_the_node_encoded_and_follows_it(exporte
         # the scene is paced by the node (the disk moves <= 12 px per processed frame): the
         # clicked disk is followed in >= 90 % of the frames processed after the click, and
         # the IoU over all of them (0 where it was not followed) is >= 0.8. Measured on the
-        # loaded 2-core CPU (torch backend, ~6 frames after the click): followed 6 of 6,
-        # mean IoU 0.871 (per frame 0.97 0.94 0.92 0.90 0.69 0.81); floors: the issue's
-        # goal, 0.07 below the measured IoU (before issue 20: 0.5 and 0.4)
+        # loaded 2-core CPU (torch backend, --duration 45 for 8 frames after the click):
+        # followed 8 of 8, mean IoU 0.967 (per frame 0.94-0.98; 0.871 before the colour
+        # blob's box became the prompt); floors: the issue's goal (before issue 20: 0.5 and 0.4)
         assert followed["frames"] >= 1, followed
         assert followed["frames_followed"] >= 0.9 * followed["frames"], followed
         assert followed["mean_iou_with_disk"] >= 0.8, followed
